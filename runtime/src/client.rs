@@ -1,0 +1,321 @@
+//! The QUIC client: a pinned-certificate connection on which many calls run at once, each on
+//! its own stream, each with its own timeout. A call that times out stops and resets its
+//! stream, which cancels the handler on the server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::VarInt;
+use quinn::crypto::rustls::QuicClientConfig;
+
+use crate::push::{PushReceiver, start_push_reader};
+use crate::server::bind_udp;
+use crate::tls::{self, ServerTrust, TlsError, TlsIdentity};
+use crate::wire::{self, ResponseHeader, Status, StatusCode};
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Which server certificate to trust.
+    pub trust: ServerTrust,
+    /// A certificate to present (federation peers present theirs).
+    pub identity: Option<TlsIdentity>,
+    /// The TLS server name to send (SNI). Trust comes from pinning, not from this name.
+    pub server_name: String,
+    /// How long to wait for the handshake.
+    pub connect_timeout: Duration,
+    /// Close the connection after this long without traffic.
+    pub idle_timeout: Duration,
+    /// Send keep-alives this often so an idle connection stays open (e.g. for pushes).
+    pub keep_alive: Option<Duration>,
+    /// Largest response body accepted.
+    pub max_response_bytes: u32,
+    /// Largest push body accepted.
+    pub max_push_bytes: u32,
+    /// Pushes buffered before new ones are dropped.
+    pub push_buffer: usize,
+    /// Flow-control window per stream (large responses such as blob chunks).
+    pub stream_receive_window: u32,
+    /// Flow-control window for the connection.
+    pub connection_receive_window: u32,
+}
+
+impl ClientOptions {
+    /// Options that trust exactly this server certificate (DER).
+    pub fn pinned(cert: rustls::pki_types::CertificateDer<'static>) -> Self {
+        Self::with_trust(ServerTrust::Pinned(vec![cert]))
+    }
+
+    /// Options that accept any server certificate. Local experiments only.
+    pub fn danger_accept_any_certificate() -> Self {
+        Self::with_trust(ServerTrust::DangerAcceptAnyCertificate)
+    }
+
+    /// Options with the given trust and default limits.
+    pub fn with_trust(trust: ServerTrust) -> Self {
+        Self {
+            trust,
+            identity: None,
+            server_name: "localhost".to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            max_response_bytes: 64 << 20,
+            max_push_bytes: 1 << 20,
+            push_buffer: 1024,
+            stream_receive_window: 8 << 20,
+            connection_receive_window: 32 << 20,
+        }
+    }
+
+    /// Presents `identity` as the client certificate (mutual TLS).
+    pub fn with_identity(mut self, identity: TlsIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The local socket could not be opened.
+    #[error("could not open a local UDP socket: {0}")]
+    Socket(std::io::Error),
+    /// QUIC refused the parameters.
+    #[error("could not start connecting: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake failed (wrong certificate, wrong ALPN, server refused, ...).
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The server.
+        addr: SocketAddr,
+        /// Cause.
+        source: quinn::ConnectionError,
+    },
+    /// The handshake did not finish in time.
+    #[error(
+        "no answer from {0} within the connect timeout; is the server running and the address right?"
+    )]
+    Timeout(SocketAddr),
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The server answered with a non-Ok status.
+    #[error("{0}")]
+    Status(Status),
+    /// No answer within the call's timeout; the stream was reset.
+    #[error("no response within {0:?}; the call was cancelled")]
+    Timeout(Duration),
+    /// The connection or stream failed.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The server sent something that is not a valid response frame.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The response body did not decode as the method's response message.
+    #[error("could not decode the {method} response: {message}")]
+    Decode {
+        /// Method name.
+        method: &'static str,
+        /// Decoder's message.
+        message: String,
+    },
+}
+
+impl RpcError {
+    /// The server status, if the server answered.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Self::Status(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The status code, if the server answered.
+    pub fn code(&self) -> Option<StatusCode> {
+        self.status().map(Status::code)
+    }
+}
+
+/// A connection to a quicproquo server. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    quic: quinn::Connection,
+    // Kept so the endpoint's socket lives as long as the connection.
+    _endpoint: quinn::Endpoint,
+    next_req_id: AtomicU32,
+    push: Mutex<Option<PushReceiver>>,
+    max_response_bytes: u32,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.quic
+            .close(VarInt::from_u32(crate::CLOSE_SHUTDOWN), b"client closed");
+    }
+}
+
+/// Connects to a server at `addr`.
+pub async fn connect(
+    addr: SocketAddr,
+    options: &ClientOptions,
+) -> Result<Connection, ConnectError> {
+    let crypto = tls::client_crypto(&options.trust, options.identity.as_ref())?;
+    let crypto = QuicClientConfig::try_from(crypto)
+        .map_err(|e| ConnectError::Tls(TlsError::Config(e.to_string())))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(4))
+        .stream_receive_window(VarInt::from_u32(options.stream_receive_window))
+        .receive_window(VarInt::from_u32(options.connection_receive_window))
+        .keep_alive_interval(options.keep_alive)
+        .max_idle_timeout(quinn::IdleTimeout::try_from(options.idle_timeout).ok());
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    let local: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = bind_udp(local, 2 << 20).map_err(ConnectError::Socket)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| {
+        ConnectError::Socket(std::io::Error::other(
+            "connect must run inside a tokio runtime",
+        ))
+    })?;
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+            .map_err(ConnectError::Socket)?;
+    endpoint.set_default_client_config(config);
+    let connecting = endpoint.connect(addr, &options.server_name)?;
+    let quic = match tokio::time::timeout(options.connect_timeout, connecting).await {
+        Ok(Ok(quic)) => quic,
+        Ok(Err(source)) => return Err(ConnectError::Handshake { addr, source }),
+        Err(_) => return Err(ConnectError::Timeout(addr)),
+    };
+    let push = start_push_reader(quic.clone(), options.push_buffer, options.max_push_bytes);
+    Ok(Connection {
+        inner: Arc::new(Inner {
+            quic,
+            _endpoint: endpoint,
+            next_req_id: AtomicU32::new(1),
+            push: Mutex::new(Some(push)),
+            max_response_bytes: options.max_response_bytes,
+        }),
+    })
+}
+
+fn transport(error: impl std::fmt::Display) -> RpcError {
+    RpcError::Transport(error.to_string())
+}
+
+impl Connection {
+    /// Makes one call: writes the request frame, waits for the response frame.
+    ///
+    /// On timeout the stream is stopped and reset, so the server drops the handler.
+    pub async fn call(
+        &self,
+        method_id: u16,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let req_id = self.inner.next_req_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = BytesMut::new();
+        wire::encode_request(method_id, req_id, body, &mut frame)
+            .map_err(|e| RpcError::Protocol(e.to_string()))?;
+        let (mut send, mut recv) =
+            match tokio::time::timeout_at(deadline, self.inner.quic.open_bi()).await {
+                Ok(streams) => streams.map_err(transport)?,
+                Err(_) => return Err(RpcError::Timeout(timeout)),
+            };
+        let exchange = async {
+            send.write_all(&frame).await.map_err(transport)?;
+            let _ = send.finish();
+            let mut header = [0u8; wire::RESPONSE_HEADER_LEN];
+            recv.read_exact(&mut header).await.map_err(|e| match e {
+                quinn::ReadExactError::FinishedEarly(n) => RpcError::Protocol(format!(
+                    "stream ended after {n} bytes of the response header"
+                )),
+                quinn::ReadExactError::ReadError(e) => transport(e),
+            })?;
+            let header = ResponseHeader::parse(&header);
+            if header.req_id != req_id {
+                return Err(RpcError::Protocol(format!(
+                    "response carries req_id {} for request {req_id}",
+                    header.req_id
+                )));
+            }
+            wire::check_len(header.len, self.inner.max_response_bytes)
+                .map_err(|e| RpcError::Protocol(format!("response refused: {e}")))?;
+            let mut body = BytesMut::zeroed(header.len as usize);
+            recv.read_exact(&mut body).await.map_err(|e| match e {
+                quinn::ReadExactError::FinishedEarly(n) => RpcError::Protocol(format!(
+                    "stream ended after {n} of {} response body bytes",
+                    header.len
+                )),
+                quinn::ReadExactError::ReadError(e) => transport(e),
+            })?;
+            Ok((header.status, body.freeze()))
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok((StatusCode::Ok, body))) => Ok(body),
+            Ok(Ok((code, body))) => Err(RpcError::Status(Status::decode_body(code, &body))),
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                let _ = recv.stop(VarInt::from_u32(crate::STREAM_CANCELLED));
+                let _ = send.reset(VarInt::from_u32(crate::STREAM_CANCELLED));
+                Err(RpcError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Takes the stream of raw pushes from the server. There is one per connection: the first
+    /// caller gets it, later callers get `None`.
+    pub fn take_push_receiver(&self) -> Option<PushReceiver> {
+        self.inner
+            .push
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
+    /// The server's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.quic.remote_address()
+    }
+
+    /// Closes the connection; calls in flight fail.
+    pub fn close(&self) {
+        self.inner
+            .quic
+            .close(VarInt::from_u32(crate::CLOSE_SHUTDOWN), b"client closed");
+    }
+
+    /// Resolves when the connection is closed, with the reason.
+    pub async fn closed(&self) -> String {
+        self.inner.quic.closed().await.to_string()
+    }
+
+    /// The reason the connection closed, if it has.
+    pub fn close_reason(&self) -> Option<String> {
+        self.inner.quic.close_reason().map(|e| e.to_string())
+    }
+}

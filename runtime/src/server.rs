@@ -1,0 +1,500 @@
+//! The QUIC server: accept loop, one task per connection, one task per stream.
+//!
+//! Per stream, in order: read the 10-byte request header (bounded by
+//! [`ServerOptions::header_timeout`]); an unknown method ID answers UnknownMethod without
+//! reading the body; a declared length over the method's `max_request_bytes` answers
+//! BadRequest before anything is allocated; then the body is read and the call dispatched,
+//! all under the method's `timeout_ms` (→ DeadlineExceeded). A handler panic answers
+//! Internal with no panic text on the wire. If the client stops the stream (it gave up), the
+//! handler's future is dropped at once.
+//!
+//! Architecture invariant: nothing a peer does can stop the accept loop; every per-connection
+//! and per-stream error ends only that connection or stream.
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn::VarInt;
+use quinn::crypto::rustls::QuicServerConfig;
+use tracing::Instrument;
+
+use crate::push::start_push_writer;
+use crate::service::{BoxFuture, CallInfo, ConnectionInfo, Dispatch, MethodDescriptor};
+use crate::tls::{self, TlsError, TlsIdentity};
+use crate::wire::{self, RequestHeader, Status, StatusCode};
+
+/// Limits and timeouts of a server. The defaults are safe for the open internet.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Connections beyond this are refused.
+    pub max_connections: usize,
+    /// Calls in flight per connection (QUIC bidirectional stream limit).
+    pub max_concurrent_streams: u32,
+    /// Flow-control window per stream (bytes the client may send before the server reads).
+    pub stream_receive_window: u32,
+    /// Flow-control window per connection.
+    pub connection_receive_window: u32,
+    /// Bytes the server may have in flight per connection.
+    pub send_window: u64,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// A handshake not finished in this time is abandoned.
+    pub handshake_timeout: Duration,
+    /// Time a new stream has to deliver its request header.
+    pub header_timeout: Duration,
+    /// Pushes buffered per connection before new ones are dropped.
+    pub push_buffer: usize,
+    /// When more handshakes than this are in progress, new clients must prove their address
+    /// with a stateless retry first.
+    pub retry_above_pending_handshakes: usize,
+    /// UDP socket send and receive buffer size requested from the kernel.
+    pub socket_buffer_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_concurrent_streams: 512,
+            stream_receive_window: 1 << 20,
+            connection_receive_window: 8 << 20,
+            send_window: 8 << 20,
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            push_buffer: 256,
+            retry_above_pending_handshakes: 128,
+            socket_buffer_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: io::Error,
+    },
+    /// An option is out of range.
+    #[error("invalid server option: {0}")]
+    Option(String),
+}
+
+/// A bound quicproquo server. Call [`Server::serve`] to run it.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    dispatch: Arc<dyn Dispatch>,
+    options: ServerOptions,
+}
+
+/// A handle that stops a running server.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    endpoint: quinn::Endpoint,
+}
+
+impl ServerHandle {
+    /// Closes every connection and stops accepting new ones.
+    pub fn shutdown(&self) {
+        self.endpoint.close(
+            VarInt::from_u32(crate::CLOSE_SHUTDOWN),
+            b"server shutting down",
+        );
+    }
+
+    /// Number of open connections.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+}
+
+pub(crate) fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<std::net::UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4-mapped traffic too when bound to [::].
+        let _ = socket.set_only_v6(false);
+    }
+    // Larger buffers matter for bulk transfer; the kernel may clamp them, which is fine.
+    if buffer_bytes > 0 {
+        let _ = socket.set_recv_buffer_size(buffer_bytes);
+        let _ = socket.set_send_buffer_size(buffer_bytes);
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn var(value: u64, name: &str) -> Result<VarInt, ServerError> {
+    VarInt::from_u64(value).map_err(|_| ServerError::Option(format!("{name} is too large")))
+}
+
+impl Server {
+    /// Binds the UDP socket and prepares TLS. Nothing is accepted until [`Server::serve`].
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        dispatch: Arc<dyn Dispatch>,
+        options: ServerOptions,
+    ) -> Result<Self, ServerError> {
+        let crypto = tls::server_crypto(identity)?;
+        let crypto = QuicServerConfig::try_from(crypto)
+            .map_err(|e| ServerError::Tls(TlsError::Config(e.to_string())))?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(var(
+                options.max_concurrent_streams.into(),
+                "max_concurrent_streams",
+            )?)
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(var(
+                options.stream_receive_window.into(),
+                "stream_receive_window",
+            )?)
+            .receive_window(var(
+                options.connection_receive_window.into(),
+                "connection_receive_window",
+            )?)
+            .send_window(options.send_window)
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(options.idle_timeout)
+                    .map_err(|_| ServerError::Option("idle_timeout is too large".into()))?,
+            ));
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport));
+        let socket = bind_udp(addr, options.socket_buffer_bytes)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| {
+            ServerError::Option("Server::bind must run inside a tokio runtime".into())
+        })?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Self {
+            endpoint,
+            dispatch,
+            options,
+        })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// A handle to shut the server down from elsewhere.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    /// Serves until the endpoint is closed through a [`ServerHandle`].
+    pub async fn serve(self) {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let next_id = Arc::new(AtomicU64::new(1));
+        while let Some(incoming) = self.endpoint.accept().await {
+            if self.endpoint.open_connections() >= self.options.max_connections {
+                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+                incoming.refuse();
+                continue;
+            }
+            if !incoming.remote_address_validated()
+                && pending.load(Ordering::Relaxed) >= self.options.retry_above_pending_handshakes
+            {
+                // Under handshake load a client first proves it owns its address.
+                let _ = incoming.retry();
+                continue;
+            }
+            let dispatch = self.dispatch.clone();
+            let options = self.options.clone();
+            let pending = pending.clone();
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                pending.fetch_add(1, Ordering::Relaxed);
+                let connecting = incoming.accept();
+                let connected = match connecting {
+                    Ok(connecting) => {
+                        tokio::time::timeout(options.handshake_timeout, connecting).await
+                    }
+                    Err(error) => {
+                        pending.fetch_sub(1, Ordering::Relaxed);
+                        tracing::debug!(%remote, %error, "could not accept connection");
+                        return;
+                    }
+                };
+                pending.fetch_sub(1, Ordering::Relaxed);
+                match connected {
+                    Ok(Ok(connection)) => {
+                        let span = tracing::info_span!("conn", id, %remote);
+                        handle_connection(id, connection, dispatch, options)
+                            .instrument(span)
+                            .await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%remote, %error, "handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "handshake timed out"),
+                }
+            });
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then closes all connections and waits (briefly) for
+    /// them to drain.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) {
+        let handle = self.handle();
+        let endpoint = self.endpoint.clone();
+        tokio::select! {
+            () = self.serve() => {}
+            () = shutdown => handle.shutdown(),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+    }
+}
+
+fn peer_cert_sha256(connection: &quinn::Connection) -> Option<[u8; 32]> {
+    let identity: Box<dyn Any> = connection.peer_identity()?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(|cert| tls::cert_sha256(cert.as_ref()))
+}
+
+async fn handle_connection(
+    id: u64,
+    connection: quinn::Connection,
+    dispatch: Arc<dyn Dispatch>,
+    options: ServerOptions,
+) {
+    tracing::debug!("connection established");
+    let push = start_push_writer(connection.clone(), options.push_buffer);
+    let info = ConnectionInfo::new(id, connection.clone(), peer_cert_sha256(&connection), push);
+    loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                let dispatch = dispatch.clone();
+                let info = info.clone();
+                let header_timeout = options.header_timeout;
+                tokio::spawn(async move {
+                    handle_stream(send, recv, dispatch, info, header_timeout).await;
+                });
+            }
+            Err(error) => {
+                tracing::debug!(%error, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+/// The outcome of one stream before it is written back.
+enum Outcome {
+    Respond(u32, Result<Bytes, Status>),
+    /// The client went away or reset; nothing to write.
+    Abandon,
+}
+
+async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    dispatch: Arc<dyn Dispatch>,
+    connection: ConnectionInfo,
+    header_timeout: Duration,
+) {
+    let started = Instant::now();
+    let mut header = [0u8; wire::REQUEST_HEADER_LEN];
+    match tokio::time::timeout(header_timeout, recv.read_exact(&mut header)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(quinn::ReadExactError::FinishedEarly(received))) => {
+            let status = Status::bad_request(format!(
+                "stream ended after {received} of the {} request header bytes",
+                wire::REQUEST_HEADER_LEN
+            ));
+            write_response(&mut send, 0, Err(status)).await;
+            return;
+        }
+        Ok(Err(_)) => return,
+        Err(_) => {
+            let _ = recv.stop(VarInt::from_u32(crate::STREAM_CANCELLED));
+            let _ = send.reset(VarInt::from_u32(crate::STREAM_CANCELLED));
+            return;
+        }
+    }
+    let header = RequestHeader::parse(&header);
+    let Some(method) = dispatch.method(header.method_id) else {
+        let _ = recv.stop(VarInt::from_u32(crate::STREAM_REFUSED));
+        tracing::debug!(method_id = header.method_id, "unknown method");
+        write_response(
+            &mut send,
+            header.req_id,
+            Err(Status::unknown_method(header.method_id)),
+        )
+        .await;
+        return;
+    };
+    let span = tracing::info_span!(
+        "call",
+        method = method.name,
+        id = method.id,
+        req_id = header.req_id,
+        status = tracing::field::Empty,
+        latency_us = tracing::field::Empty,
+    );
+    let outcome = run_call(
+        &mut send, recv, dispatch, connection, method, header, started,
+    )
+    .instrument(span.clone())
+    .await;
+    let status = match outcome {
+        Outcome::Respond(req_id, result) => {
+            let code = match &result {
+                Ok(_) => StatusCode::Ok,
+                Err(status) => status.code(),
+            };
+            write_response(&mut send, req_id, result).await;
+            code.name()
+        }
+        Outcome::Abandon => "Cancelled",
+    };
+    span.record("status", status);
+    span.record("latency_us", started.elapsed().as_micros() as u64);
+    tracing::debug!(parent: &span, "call finished");
+}
+
+async fn run_call(
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    dispatch: Arc<dyn Dispatch>,
+    connection: ConnectionInfo,
+    method: &'static MethodDescriptor,
+    header: RequestHeader,
+    started: Instant,
+) -> Outcome {
+    if let Err(error) = wire::check_len(header.len, method.max_request_bytes) {
+        let _ = recv.stop(VarInt::from_u32(crate::STREAM_REFUSED));
+        let status = Status::bad_request(format!(
+            "request body for {} ({}) is {} bytes, over the method's limit of {} bytes ({error})",
+            method.name, method.id, header.len, method.max_request_bytes
+        ));
+        return Outcome::Respond(header.req_id, Err(status));
+    }
+    let deadline = started + method.timeout();
+    let call = CallInfo::new(method, header.req_id, deadline, connection);
+    let len = header.len as usize;
+    let work: BoxFuture<'static, Result<Bytes, CallFailure>> = Box::pin(async move {
+        // The length was checked against the method's limit above; only now is it allocated.
+        let mut body = BytesMut::zeroed(len);
+        match recv.read_exact(&mut body).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(received)) => {
+                return Err(CallFailure::Status(Status::bad_request(format!(
+                    "stream ended after {received} of the {len} request body bytes the header announced"
+                ))));
+            }
+            Err(quinn::ReadExactError::ReadError(_)) => return Err(CallFailure::Gone),
+        }
+        dispatch
+            .call(call, body.freeze())
+            .await
+            .map_err(CallFailure::Status)
+    });
+    let stopped = send.stopped();
+    let result = tokio::select! {
+        result = tokio::time::timeout_at(deadline.into(), CatchUnwind(work)) => result,
+        _ = stopped => {
+            tracing::debug!("client stopped the stream; handler dropped");
+            return Outcome::Abandon;
+        }
+    };
+    match result {
+        Ok(Ok(Ok(body))) => Outcome::Respond(header.req_id, Ok(body)),
+        Ok(Ok(Err(CallFailure::Status(status)))) => Outcome::Respond(header.req_id, Err(status)),
+        Ok(Ok(Err(CallFailure::Gone))) => Outcome::Abandon,
+        Ok(Err(panic)) => {
+            tracing::error!(panic = panic_message(&panic), "handler panicked");
+            Outcome::Respond(header.req_id, Err(Status::internal()))
+        }
+        Err(_) => Outcome::Respond(
+            header.req_id,
+            Err(Status::deadline_exceeded(format!(
+                "{} ({}) did not finish within its {} ms timeout",
+                method.name, method.id, method.timeout_ms
+            ))),
+        ),
+    }
+}
+
+enum CallFailure {
+    Status(Status),
+    Gone,
+}
+
+async fn write_response(send: &mut quinn::SendStream, req_id: u32, result: Result<Bytes, Status>) {
+    let mut frame = BytesMut::new();
+    let encoded = match &result {
+        Ok(body) => wire::encode_response(StatusCode::Ok, req_id, body, &mut frame),
+        Err(status) => {
+            wire::encode_response(status.code(), req_id, &status.encode_body(), &mut frame)
+        }
+    };
+    if let Err(error) = encoded {
+        tracing::error!(%error, "response could not be framed");
+        frame.clear();
+        let status = Status::internal();
+        if wire::encode_response(status.code(), req_id, &status.encode_body(), &mut frame).is_err()
+        {
+            return;
+        }
+    }
+    if send.write_all(&frame).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
+    if let Some(text) = panic.downcast_ref::<&'static str>() {
+        text
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text
+    } else {
+        "(non-string panic payload)"
+    }
+}
+
+/// Polls a future inside `catch_unwind`, turning a panic into an `Err` with its payload.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
