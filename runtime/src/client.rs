@@ -42,6 +42,8 @@ pub struct ClientOptions {
     pub stream_receive_window: u32,
     /// Flow-control window for the connection.
     pub connection_receive_window: u32,
+    /// The ALPN protocol to offer; [`ALPN`](crate::tls::ALPN) unless testing refusal.
+    pub alpn: Vec<u8>,
 }
 
 impl ClientOptions {
@@ -69,6 +71,7 @@ impl ClientOptions {
             push_buffer: 1024,
             stream_receive_window: 8 << 20,
             connection_receive_window: 32 << 20,
+            alpn: tls::ALPN.to_vec(),
         }
     }
 
@@ -176,7 +179,8 @@ pub async fn connect(
     addr: SocketAddr,
     options: &ClientOptions,
 ) -> Result<Connection, ConnectError> {
-    let crypto = tls::client_crypto(&options.trust, options.identity.as_ref())?;
+    let mut crypto = tls::client_crypto(&options.trust, options.identity.as_ref())?;
+    crypto.alpn_protocols = vec![options.alpn.clone()];
     let crypto = QuicClientConfig::try_from(crypto)
         .map_err(|e| ConnectError::Tls(TlsError::Config(e.to_string())))?;
     let mut transport = quinn::TransportConfig::default();
@@ -285,6 +289,14 @@ impl Connection {
                 Err(RpcError::Timeout(timeout))
             }
         }
+    }
+
+    /// Opens a raw bidirectional stream, for tools and tests that write frames by hand
+    /// (e.g. to send a header that lies about its length). Normal code uses [`Connection::call`].
+    pub async fn open_raw_stream(
+        &self,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), RpcError> {
+        self.inner.quic.open_bi().await.map_err(transport)
     }
 
     /// Takes the stream of raw pushes from the server. There is one per connection: the first

@@ -16,6 +16,9 @@ mod push;
 mod server;
 mod service;
 
+/// The QUIC implementation, re-exported for code that opens raw streams.
+pub use quinn;
+
 pub use client::{ClientOptions, ConnectError, Connection, RpcError, connect};
 pub use push::{PushError, PushReceiver, PushSink};
 pub use server::{Server, ServerError, ServerHandle, ServerOptions};

@@ -2,13 +2,7 @@
 // Do not edit: change the schema and rebuild.
 
 /// Protobuf messages of package `demo.v1`.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    missing_docs,
-    unreachable_pub,
-    rustdoc::all
-)]
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub, rustdoc::all)]
 pub mod proto {
     /// Text and bytes to echo.
     #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -265,12 +259,13 @@ pub static METHODS: [::qpq_runtime::codegen::MethodDescriptor; 7] = [
     },
 ];
 /// The descriptor of every push event, in ID order.
-pub static EVENTS: [::qpq_runtime::codegen::EventDescriptor; 1] =
-    [::qpq_runtime::codegen::EventDescriptor {
+pub static EVENTS: [::qpq_runtime::codegen::EventDescriptor; 1] = [
+    ::qpq_runtime::codegen::EventDescriptor {
         id: 1000,
         name: "Tick",
         doc: "One tick, numbered from 0.",
-    }];
+    },
+];
 /// The server side of the service: one async method per RPC.
 ///
 /// The context's type follows the method's auth level (`Ctx<Anonymous>`,
@@ -326,7 +321,10 @@ pub trait DemoService: ::std::marker::Send + ::std::marker::Sync + 'static {
         ctx: ::qpq_runtime::codegen::Ctx<::qpq_runtime::codegen::Session>,
         request: proto::WhoamiRequest,
     ) -> impl ::std::future::Future<
-        Output = ::std::result::Result<proto::WhoamiReply, ::qpq_runtime::codegen::Status>,
+        Output = ::std::result::Result<
+            proto::WhoamiReply,
+            ::qpq_runtime::codegen::Status,
+        >,
     > + ::std::marker::Send;
     /// An admin-only method.
     ///
@@ -365,7 +363,9 @@ where
         Self { service, auth }
     }
     /// The dispatch the runtime's server drives.
-    pub fn into_dispatch(self) -> ::std::sync::Arc<dyn ::qpq_runtime::codegen::Dispatch> {
+    pub fn into_dispatch(
+        self,
+    ) -> ::std::sync::Arc<dyn ::qpq_runtime::codegen::Dispatch> {
         ::std::sync::Arc::new(self)
     }
 }
@@ -386,108 +386,185 @@ where
         body: ::qpq_runtime::codegen::Bytes,
     ) -> ::qpq_runtime::codegen::BoxFuture<
         'static,
-        ::std::result::Result<::qpq_runtime::codegen::Bytes, ::qpq_runtime::codegen::Status>,
+        ::std::result::Result<
+            ::qpq_runtime::codegen::Bytes,
+            ::qpq_runtime::codegen::Status,
+        >,
     > {
         let method = match MethodId::try_from(call.method().id) {
             ::std::result::Result::Ok(method) => method,
             ::std::result::Result::Err(id) => {
-                return ::std::boxed::Box::pin(::std::future::ready(::std::result::Result::Err(
-                    ::qpq_runtime::codegen::Status::unknown_method(id),
-                )));
+                return ::std::boxed::Box::pin(
+                    ::std::future::ready(
+                        ::std::result::Result::Err(
+                            ::qpq_runtime::codegen::Status::unknown_method(id),
+                        ),
+                    ),
+                );
             }
         };
         let service = ::std::sync::Arc::clone(&self.service);
         let auth = ::std::sync::Arc::clone(&self.auth);
         match method {
-            MethodId::Echo => ::std::boxed::Box::pin(async move {
-                let request =
-                    <proto::EchoRequest as ::prost::Message>::decode(body).map_err(|error| {
-                        ::qpq_runtime::codegen::malformed_request(call.method(), &error)
-                    })?;
-                auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Anonymous)?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, ::qpq_runtime::codegen::Anonymous);
-                let response = service.echo(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
-            MethodId::Sleep => ::std::boxed::Box::pin(async move {
-                let request =
-                    <proto::SleepRequest as ::prost::Message>::decode(body).map_err(|error| {
-                        ::qpq_runtime::codegen::malformed_request(call.method(), &error)
-                    })?;
-                auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Anonymous)?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, ::qpq_runtime::codegen::Anonymous);
-                let response = service.sleep(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
-            MethodId::Panic => ::std::boxed::Box::pin(async move {
-                let request =
-                    <proto::Empty as ::prost::Message>::decode(body).map_err(|error| {
-                        ::qpq_runtime::codegen::malformed_request(call.method(), &error)
-                    })?;
-                auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Anonymous)?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, ::qpq_runtime::codegen::Anonymous);
-                let response = service.panic(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
-            MethodId::PushTicks => ::std::boxed::Box::pin(async move {
-                let request = <proto::PushTicksRequest as ::prost::Message>::decode(body).map_err(
-                    |error| ::qpq_runtime::codegen::malformed_request(call.method(), &error),
-                )?;
-                auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Anonymous)?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, ::qpq_runtime::codegen::Anonymous);
-                let response = service.push_ticks(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
-            MethodId::Whoami => ::std::boxed::Box::pin(async move {
-                let request =
-                    <proto::WhoamiRequest as ::prost::Message>::decode(body).map_err(|error| {
-                        ::qpq_runtime::codegen::malformed_request(call.method(), &error)
-                    })?;
-                let session = auth.session(&call, &request.session_token).await?;
-                auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Session(&session))?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, session);
-                let response = service.whoami(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
-            MethodId::Reset => ::std::boxed::Box::pin(async move {
-                let request =
-                    <proto::ResetRequest as ::prost::Message>::decode(body).map_err(|error| {
-                        ::qpq_runtime::codegen::malformed_request(call.method(), &error)
-                    })?;
-                let admin = auth.admin(&call, &request.session_token).await?;
-                auth.rate_limit(
-                    &call,
-                    ::qpq_runtime::codegen::Principal::Session(&admin.session),
-                )?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, admin);
-                let response = service.reset(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
-            MethodId::Relay => ::std::boxed::Box::pin(async move {
-                let request =
-                    <proto::RelayRequest as ::prost::Message>::decode(body).map_err(|error| {
-                        ::qpq_runtime::codegen::malformed_request(call.method(), &error)
-                    })?;
-                let peer = auth.federation_peer(&call).await?;
-                auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Peer(&peer))?;
-                let ctx = ::qpq_runtime::codegen::Ctx::new(call, peer);
-                let response = service.relay(ctx, request).await?;
-                ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(&response),
-                ))
-            }),
+            MethodId::Echo => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::EchoRequest as ::prost::Message>::decode(body)
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Anonymous,
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(
+                        call,
+                        ::qpq_runtime::codegen::Anonymous,
+                    );
+                    let response = service.echo(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
+            MethodId::Sleep => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::SleepRequest as ::prost::Message>::decode(body)
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Anonymous,
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(
+                        call,
+                        ::qpq_runtime::codegen::Anonymous,
+                    );
+                    let response = service.sleep(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
+            MethodId::Panic => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::Empty as ::prost::Message>::decode(body)
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Anonymous,
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(
+                        call,
+                        ::qpq_runtime::codegen::Anonymous,
+                    );
+                    let response = service.panic(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
+            MethodId::PushTicks => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::PushTicksRequest as ::prost::Message>::decode(
+                            body,
+                        )
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Anonymous,
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(
+                        call,
+                        ::qpq_runtime::codegen::Anonymous,
+                    );
+                    let response = service.push_ticks(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
+            MethodId::Whoami => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::WhoamiRequest as ::prost::Message>::decode(
+                            body,
+                        )
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    let session = auth.session(&call, &request.session_token).await?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Session(&session),
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(call, session);
+                    let response = service.whoami(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
+            MethodId::Reset => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::ResetRequest as ::prost::Message>::decode(body)
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    let admin = auth.admin(&call, &request.session_token).await?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Session(&admin.session),
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(call, admin);
+                    let response = service.reset(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
+            MethodId::Relay => {
+                ::std::boxed::Box::pin(async move {
+                    let request = <proto::RelayRequest as ::prost::Message>::decode(body)
+                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
+                            call.method(),
+                            &error,
+                        ))?;
+                    let peer = auth.federation_peer(&call).await?;
+                    auth.rate_limit(
+                        &call,
+                        ::qpq_runtime::codegen::Principal::Peer(&peer),
+                    )?;
+                    let ctx = ::qpq_runtime::codegen::Ctx::new(call, peer);
+                    let response = service.relay(ctx, request).await?;
+                    ::std::result::Result::Ok(
+                        ::qpq_runtime::codegen::Bytes::from(
+                            ::prost::Message::encode_to_vec(&response),
+                        ),
+                    )
+                })
+            }
         }
     }
 }
@@ -521,9 +598,7 @@ impl DemoClient {
     }
     /// The stream of push events of this connection; `None` if already taken.
     pub fn events(&self) -> ::std::option::Option<DemoEvents> {
-        self.connection
-            .take_push_receiver()
-            .map(|receiver| DemoEvents { receiver })
+        self.connection.take_push_receiver().map(|receiver| DemoEvents { receiver })
     }
     async fn call<Req, Resp>(
         &self,
@@ -540,18 +615,15 @@ impl DemoClient {
             .unwrap_or_else(|| ::qpq_runtime::codegen::client_timeout(descriptor));
         let body = self
             .connection
-            .call(
-                descriptor.id,
-                &::prost::Message::encode_to_vec(request),
-                timeout,
-            )
+            .call(descriptor.id, &::prost::Message::encode_to_vec(request), timeout)
             .await?;
-        <Resp as ::prost::Message>::decode(body).map_err(|error| {
-            ::qpq_runtime::codegen::RpcError::Decode {
-                method: descriptor.name,
-                message: error.to_string(),
-            }
-        })
+        <Resp as ::prost::Message>::decode(body)
+            .map_err(|error| {
+                ::qpq_runtime::codegen::RpcError::Decode {
+                    method: descriptor.name,
+                    message: error.to_string(),
+                }
+            })
     }
     /// Returns the request's text and bytes unchanged.
     ///
@@ -645,19 +717,27 @@ impl Event {
         event_type: u16,
         payload: ::qpq_runtime::codegen::Bytes,
     ) -> ::std::result::Result<Self, ::prost::DecodeError> {
-        ::std::result::Result::Ok(match event_type {
-            1000 => Event::Tick(<proto::TickEvent as ::prost::Message>::decode(payload)?),
-            _ => Event::Unknown {
-                event_type,
-                payload,
+        ::std::result::Result::Ok(
+            match event_type {
+                1000 => {
+                    Event::Tick(<proto::TickEvent as ::prost::Message>::decode(payload)?)
+                }
+                _ => {
+                    Event::Unknown {
+                        event_type,
+                        payload,
+                    }
+                }
             },
-        })
+        )
     }
     /// Encodes the payload of this event.
     pub fn encode(&self) -> ::qpq_runtime::codegen::Bytes {
         match self {
             Event::Tick(event) => {
-                ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(event))
+                ::qpq_runtime::codegen::Bytes::from(
+                    ::prost::Message::encode_to_vec(event),
+                )
             }
             Event::Unknown { payload, .. } => payload.clone(),
         }

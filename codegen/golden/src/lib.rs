@@ -5,6 +5,7 @@
 //! generated code type-checks. The tests in `tests/` run the runtime over real loopback QUIC
 //! through this generated API.
 
+#[rustfmt::skip]
 mod generated;
 
 pub use generated::*;
