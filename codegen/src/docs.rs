@@ -5,14 +5,14 @@ use std::fmt::Write;
 use crate::schema::Service;
 
 fn bytes(n: u32) -> String {
-    if n >= 1 << 20 && n % (1 << 10) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 10) {
         let kib = n / 1024;
-        if kib % 1024 == 0 {
+        if kib.is_multiple_of(1024) {
             format!("{} MiB", kib / 1024)
         } else {
             format!("{} KiB", kib)
         }
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} B")

@@ -9,10 +9,8 @@
 //! Use it from a `build.rs`:
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     qpq_codegen::Builder::new("methods.toml", "proto").build_script();
-//! }
+//! // in build.rs, inside `fn main()`:
+//! qpq_codegen::Builder::new("methods.toml", "proto").build_script();
 //! ```
 //! and include the output: `include!(concat!(env!("OUT_DIR"), "/qpq_generated.rs"));`.
 

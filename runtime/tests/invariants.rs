@@ -1,0 +1,82 @@
+//! Architecture invariants that a scan of the sources can check.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Files under `root` that mention `word` as a path segment (`word::`), except `allowed`.
+fn offenders(root: &str, word: &str, allowed: &[&str]) -> Vec<PathBuf> {
+    let root = workspace().join(root);
+    rust_files(&root)
+        .into_iter()
+        .filter(|file| {
+            let relative = file
+                .strip_prefix(workspace())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            !allowed.iter().any(|a| relative.starts_with(a))
+        })
+        .filter(|file| {
+            let text = fs::read_to_string(file).unwrap();
+            text.contains(&format!("{word}::")) || text.contains(&format!("use {word}"))
+        })
+        .collect()
+}
+
+#[test]
+fn wire_is_sans_io() {
+    for word in ["quinn", "tokio"] {
+        assert_eq!(
+            offenders("runtime/src/wire", word, &[]),
+            Vec::<PathBuf>::new(),
+            "{word}"
+        );
+    }
+}
+
+#[test]
+fn only_the_store_names_fjall() {
+    assert_eq!(
+        offenders("server/src", "fjall", &["server/src/store"]),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
+fn only_auth_modules_name_opaque_ke() {
+    for crate_dir in ["server/src", "client/src"] {
+        let auth = format!("{crate_dir}/auth");
+        assert_eq!(
+            offenders(crate_dir, "opaque_ke", &[&auth]),
+            Vec::<PathBuf>::new()
+        );
+    }
+}
+
+#[test]
+fn runtime_depends_on_no_workspace_crate() {
+    let manifest = fs::read_to_string(workspace().join("runtime/Cargo.toml")).unwrap();
+    for name in ["qpq-schema", "qpq-codegen", "qpq-server", "qpq-client"] {
+        assert!(!manifest.contains(name), "runtime depends on {name}");
+    }
+}

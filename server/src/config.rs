@@ -1,0 +1,72 @@
+//! Server configuration: the command-line flags, each also settable by environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The quicproquo messenger server.
+///
+/// Serves the qpq protocol over QUIC (ALPN `qpq`) with state in a local data directory. On
+/// first start it creates the directory and a self-signed TLS certificate; give clients the
+/// certificate file (`<data-dir>/server-cert.der`) to pin.
+///
+/// Example: qpq-server --listen 0.0.0.0:5001 --data-dir /var/lib/qpq
+#[derive(Clone, Debug, Parser)]
+#[command(name = "qpq-server", version)]
+pub struct Config {
+    /// QUIC listen address (host:port).
+    #[arg(long, env = "QPQ_LISTEN", default_value = "0.0.0.0:5001")]
+    pub listen: SocketAddr,
+
+    /// Directory for persisted state (database, keys, certificate). Created if missing.
+    #[arg(long, env = "QPQ_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// TLS certificate (DER). Generated with its key when both are missing.
+    /// [default: <data-dir>/server-cert.der]
+    #[arg(long, env = "QPQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PKCS#8 DER, kept with mode 0600). [default: <data-dir>/server-key.der]
+    #[arg(long, env = "QPQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// This server's federation domain (users here are `name@<domain>`).
+    #[arg(long, env = "QPQ_DOMAIN")]
+    pub domain: Option<String>,
+
+    /// DNS names put in a generated certificate (comma-separated).
+    #[arg(
+        long,
+        env = "QPQ_CERT_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost"
+    )]
+    pub cert_names: Vec<String>,
+}
+
+impl Config {
+    /// Configuration for tests and embedding: listen on `listen`, store in `data_dir`,
+    /// everything else at its default.
+    pub fn for_data_dir(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["qpq-server"]);
+        config.listen = listen;
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The certificate path in effect.
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.tls_cert
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server-cert.der"))
+    }
+
+    /// The key path in effect.
+    pub fn tls_key_path(&self) -> PathBuf {
+        self.tls_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("server-key.der"))
+    }
+}
