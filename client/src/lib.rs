@@ -1,5 +1,5 @@
-//! The quicproquo client library: connects to a server with its pinned certificate and
-//! exposes the generated [`QpqClient`].
+//! The quicproquo client library: connects to a server with its pinned certificate,
+//! registers and logs in with OPAQUE, and exposes the generated [`QpqClient`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), qpq_client::ClientError> {
@@ -10,9 +10,13 @@
 //! # }
 //! ```
 
+mod auth;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
+pub use auth::OpaqueError;
+use bytes::Bytes;
 pub use qpq_runtime::{ClientOptions, RpcError, Status, StatusCode};
 pub use qpq_schema::{Event, QpqClient, proto};
 
@@ -34,6 +38,9 @@ pub enum ClientError {
     /// A call failed.
     #[error(transparent)]
     Rpc(#[from] RpcError),
+    /// The OPAQUE exchange failed on this side (e.g. a wrong password).
+    #[error(transparent)]
+    Opaque(#[from] OpaqueError),
 }
 
 /// Resolves `host:port` to a socket address.
@@ -51,4 +58,145 @@ pub async fn connect(server: &str, cert_path: &Path) -> Result<QpqClient, Client
     let cert = qpq_runtime::tls::load_cert(cert_path)?;
     let connection = qpq_runtime::connect(addr, &ClientOptions::pinned(cert)).await?;
     Ok(QpqClient::new(connection))
+}
+
+/// Registers `username` with `password` (OPAQUE: the password never leaves this process) and
+/// binds the account to `identity_key` (an Ed25519 public key).
+///
+/// ```no_run
+/// # async fn run(client: qpq_client::QpqClient) -> Result<(), qpq_client::ClientError> {
+/// let identity = qpq_client::IdentityKey::generate();
+/// qpq_client::register(&client, "alice", b"correct horse", &identity.public()).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn register(
+    client: &QpqClient,
+    username: &str,
+    password: &[u8],
+    identity_key: &[u8; 32],
+) -> Result<(), ClientError> {
+    let (registration, request) = auth::registration_start(password)?;
+    let response = client
+        .opaque_register_start(proto::OpaqueRegisterStartRequest {
+            username: username.to_owned(),
+            registration_request: Bytes::from(request),
+        })
+        .await?;
+    let upload =
+        auth::registration_finish(registration, password, &response.registration_response)?;
+    client
+        .opaque_register_finish(proto::OpaqueRegisterFinishRequest {
+            username: username.to_owned(),
+            registration_upload: Bytes::from(upload),
+            identity_key: Bytes::copy_from_slice(identity_key),
+        })
+        .await?;
+    Ok(())
+}
+
+/// A logged-in session.
+#[derive(Clone)]
+pub struct LoginSession {
+    /// The bearer token for `session_token` fields.
+    pub token: Bytes,
+    /// When the token expires (Unix ms).
+    pub expires_at_unix_ms: u64,
+    /// A stable secret derived from the password; encrypts client-side secrets such as the
+    /// recovery bundle. Never send it anywhere.
+    pub export_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for LoginSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginSession")
+            .field("expires_at_unix_ms", &self.expires_at_unix_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs in with OPAQUE and returns the session.
+///
+/// ```no_run
+/// # async fn run(client: qpq_client::QpqClient) -> Result<(), qpq_client::ClientError> {
+/// let session = qpq_client::login(&client, "alice", b"correct horse", None).await?;
+/// let page = client
+///     .fetch(qpq_client::proto::FetchRequest { session_token: session.token.clone(), limit: 0 })
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn login(
+    client: &QpqClient,
+    username: &str,
+    password: &[u8],
+    device_id: Option<&[u8]>,
+) -> Result<LoginSession, ClientError> {
+    let (login, request) = auth::login_start(password)?;
+    let start = client
+        .opaque_login_start(proto::OpaqueLoginStartRequest {
+            username: username.to_owned(),
+            credential_request: Bytes::from(request),
+        })
+        .await?;
+    let finish = auth::login_finish(login, password, &start.credential_response)?;
+    let done = client
+        .opaque_login_finish(proto::OpaqueLoginFinishRequest {
+            username: username.to_owned(),
+            login_id: start.login_id,
+            credential_finalization: Bytes::from(finish.finalization),
+            identity_key: Bytes::new(),
+            device_id: device_id.map(Bytes::copy_from_slice).unwrap_or_default(),
+        })
+        .await?;
+    Ok(LoginSession {
+        token: done.session_token,
+        expires_at_unix_ms: done.expires_at_unix_ms,
+        export_key: finish.export_key,
+    })
+}
+
+/// An Ed25519 identity key pair.
+pub struct IdentityKey {
+    signing: ed25519_dalek::SigningKey,
+}
+
+impl IdentityKey {
+    /// A fresh random key pair.
+    pub fn generate() -> Self {
+        Self {
+            signing: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    /// Restores a key pair from its 32-byte secret.
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
+        Self {
+            signing: ed25519_dalek::SigningKey::from_bytes(secret),
+        }
+    }
+
+    /// The 32-byte secret (store it with mode 0600).
+    pub fn secret(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
+    /// The 32-byte public key: the identity others address.
+    pub fn public(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.signing.sign(message).to_bytes()
+    }
+}
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityKey")
+            .field("public", &qpq_runtime::tls::hex(&self.public()))
+            .finish_non_exhaustive()
+    }
 }

@@ -36,6 +36,32 @@ pub struct Config {
     #[arg(long, env = "QPQ_DOMAIN")]
     pub domain: Option<String>,
 
+    /// Usernames of server administrators (repeatable, or comma-separated in the env var).
+    #[arg(long = "admin", env = "QPQ_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
+
+    /// How long a session token from a login stays valid, in seconds (default 30 days).
+    #[arg(long, env = "QPQ_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+
+    /// How long a login may take between OpaqueLoginStart and OpaqueLoginFinish, in
+    /// milliseconds (at most one hour).
+    #[arg(long, env = "QPQ_LOGIN_TTL_MS", default_value_t = 60_000)]
+    pub login_ttl_ms: u64,
+
+    /// Most messages a recipient's queue may hold.
+    #[arg(long, env = "QPQ_QUEUE_MAX_MESSAGES", default_value_t = 10_000)]
+    pub queue_max_messages: u64,
+
+    /// Most payload bytes a recipient's queue may hold.
+    #[arg(long, env = "QPQ_QUEUE_MAX_BYTES", default_value_t = 256 << 20)]
+    pub queue_max_bytes: u64,
+
+    /// Sync the journal after every write instead of batching concurrent writers into one
+    /// sync (group commit). Same durability, far lower throughput; for benchmarks.
+    #[arg(long, env = "QPQ_SYNC_EACH_WRITE")]
+    pub sync_each_write: bool,
+
     /// DNS names put in a generated certificate (comma-separated).
     #[arg(
         long,

@@ -5,9 +5,10 @@ use qpq_schema::proto::{HealthRequest, HealthResponse, ServingStatus};
 
 use crate::Messenger;
 use crate::clock::now_ms;
+use crate::store::Store;
 
-pub(crate) async fn health(
-    messenger: &Messenger,
+pub(crate) async fn health<S: Store>(
+    messenger: &Messenger<S>,
     _request: HealthRequest,
 ) -> Result<HealthResponse, Status> {
     let status = if messenger.is_serving() {

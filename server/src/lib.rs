@@ -4,36 +4,73 @@
 //! - [`Config`]: flags and environment.
 //! - [`start`]: opens the data directory, binds QUIC and serves; [`RunningServer`] is the
 //!   handle tests and the binary use.
-//! - `service.rs`: the one `impl QpqService`, delegating to a module per method group.
+//! - `service.rs`: the one `impl QpqService`, delegating to a module per method group
+//!   (`accounts.rs` for Auth/User/Account, `delivery.rs`, `health.rs`).
+//! - `session.rs`: the [`Authenticator`](qpq_runtime::Authenticator) that turns session
+//!   tokens into callers before any handler runs.
+//! - [`store`]: durable state (the only module that names fjall); [`auth`]: OPAQUE (the only
+//!   module that names opaque-ke); `live.rs`: connections and waiters in memory.
 //!
 //! The server never sees plaintext: message payloads are MLS ciphertext, opaque bytes here.
 //!
 //! [`QpqService`]: qpq_schema::QpqService
 
+pub mod auth;
+pub mod store;
+
+mod accounts;
 mod clock;
 mod config;
+mod delivery;
+mod errors;
 mod health;
+mod live;
 mod service;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use qpq_runtime::{NoAuth, Server, ServerHandle, ServerOptions, TlsIdentity};
+use qpq_runtime::{Server, ServerHandle, ServerOptions, TlsIdentity};
 use qpq_schema::QpqServer;
+
+use crate::auth::{LimiterConfig, LoginConfig, LoginLimiter, OpaqueServer};
+use crate::live::Live;
+use crate::store::{Durability, FjallStore, QueueLimits, Store, StoreOptions};
 
 pub use config::Config;
 
-/// The server's state, shared by every call.
-pub struct Messenger {
+/// The server's state, shared by every call. `S` is the storage backend.
+pub struct Messenger<S: Store = FjallStore> {
     config: Config,
     started: Instant,
+    store: S,
+    opaque: OpaqueServer,
+    limiter: LoginLimiter,
+    live: Arc<Live>,
 }
 
-impl Messenger {
+impl<S: Store> Messenger<S> {
+    /// Builds the state over an open store and OPAQUE setup.
+    pub fn new(config: Config, store: S, opaque: OpaqueServer) -> Self {
+        Self {
+            config,
+            started: Instant::now(),
+            store,
+            opaque,
+            limiter: LoginLimiter::new(LimiterConfig::default()),
+            live: Arc::new(Live::default()),
+        }
+    }
+
     fn is_serving(&self) -> bool {
         true
+    }
+
+    fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.config.session_ttl_secs)
     }
 }
 
@@ -44,14 +81,17 @@ pub struct RunningServer {
     /// The server's TLS identity (clients pin `identity.cert`).
     pub identity: TlsIdentity,
     handle: ServerHandle,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Stops accepting, closes connections and waits for the serve loop to end.
     pub async fn shutdown(self) {
         self.handle.shutdown();
-        let _ = self.task.await;
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// A handle to stop the server from elsewhere.
@@ -78,16 +118,43 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             "generated a self-signed TLS certificate; clients pin this file"
         );
     }
-    let messenger = Arc::new(Messenger {
-        config: config.clone(),
-        started: Instant::now(),
-    });
-    let dispatch = QpqServer::new(messenger, Arc::new(NoAuth)).into_dispatch();
+    let login = LoginConfig {
+        ttl: Duration::from_millis(config.login_ttl_ms),
+        ..LoginConfig::default()
+    };
+    let opaque = OpaqueServer::load_or_create_with(&config.data_dir, login, auth::Clock::system())
+        .context("could not load or create the OPAQUE server setup")?;
+    let store_dir = config.data_dir.join("db");
+    let options = StoreOptions {
+        durability: if config.sync_each_write {
+            Durability::SyncEachWrite
+        } else {
+            Durability::GroupCommit
+        },
+        limits: QueueLimits {
+            max_messages: config.queue_max_messages,
+            max_bytes: config.queue_max_bytes,
+            ..QueueLimits::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir, options))
+        .await
+        .context("store open task failed")?
+        .with_context(|| {
+            format!(
+                "could not open the database in {}",
+                config.data_dir.join("db").display()
+            )
+        })?;
+    let messenger = Arc::new(Messenger::new(config.clone(), store, opaque));
+    let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let server = Server::bind(config.listen, &identity, dispatch, ServerOptions::default())
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = server.local_addr()?;
     let handle = server.handle();
-    let task = tokio::spawn(server.serve());
+    let sweeper = tokio::spawn(sweep(messenger));
+    let serve = tokio::spawn(server.serve());
     tracing::info!(
         %addr,
         cert_sha256 = %qpq_runtime::tls::hex(&identity.cert_sha256()),
@@ -97,6 +164,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         addr,
         identity,
         handle,
-        task,
+        tasks: vec![serve, sweeper],
     })
+}
+
+/// Deletes expired messages and sessions, and forgets expired logins, once a minute.
+async fn sweep<S: Store>(messenger: Arc<Messenger<S>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        messenger.opaque.evict_expired();
+        loop {
+            match messenger.store.purge_expired(clock::now_ms()).await {
+                Ok(stats) if stats.more => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+    }
 }

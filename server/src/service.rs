@@ -7,6 +7,7 @@ use qpq_schema::{MethodId, QpqService, proto};
 
 use crate::Messenger;
 use crate::health;
+use crate::store::Store;
 
 /// The answer of a method that is not implemented yet.
 fn not_yet(method: MethodId) -> Status {
@@ -17,85 +18,85 @@ fn not_yet(method: MethodId) -> Status {
     ))
 }
 
-impl QpqService for Messenger {
+impl<S: Store> QpqService for Messenger<S> {
     async fn opaque_register_start(
         &self,
-        _ctx: Ctx<Anonymous>,
-        _request: proto::OpaqueRegisterStartRequest,
+        ctx: Ctx<Anonymous>,
+        request: proto::OpaqueRegisterStartRequest,
     ) -> Result<proto::OpaqueRegisterStartResponse, Status> {
-        Err(not_yet(MethodId::OpaqueRegisterStart))
+        Messenger::opaque_register_start(self, ctx, request).await
     }
 
     async fn opaque_register_finish(
         &self,
-        _ctx: Ctx<Anonymous>,
-        _request: proto::OpaqueRegisterFinishRequest,
+        ctx: Ctx<Anonymous>,
+        request: proto::OpaqueRegisterFinishRequest,
     ) -> Result<proto::OpaqueRegisterFinishResponse, Status> {
-        Err(not_yet(MethodId::OpaqueRegisterFinish))
+        Messenger::opaque_register_finish(self, ctx, request).await
     }
 
     async fn opaque_login_start(
         &self,
-        _ctx: Ctx<Anonymous>,
-        _request: proto::OpaqueLoginStartRequest,
+        ctx: Ctx<Anonymous>,
+        request: proto::OpaqueLoginStartRequest,
     ) -> Result<proto::OpaqueLoginStartResponse, Status> {
-        Err(not_yet(MethodId::OpaqueLoginStart))
+        Messenger::opaque_login_start(self, ctx, request).await
     }
 
     async fn opaque_login_finish(
         &self,
-        _ctx: Ctx<Anonymous>,
-        _request: proto::OpaqueLoginFinishRequest,
+        ctx: Ctx<Anonymous>,
+        request: proto::OpaqueLoginFinishRequest,
     ) -> Result<proto::OpaqueLoginFinishResponse, Status> {
-        Err(not_yet(MethodId::OpaqueLoginFinish))
+        Messenger::opaque_login_finish(self, ctx, request).await
     }
 
     async fn enqueue(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::EnqueueRequest,
+        ctx: Ctx<Session>,
+        request: proto::EnqueueRequest,
     ) -> Result<proto::EnqueueResponse, Status> {
-        Err(not_yet(MethodId::Enqueue))
+        Messenger::enqueue(self, ctx, request).await
     }
 
     async fn fetch(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FetchRequest,
+        ctx: Ctx<Session>,
+        request: proto::FetchRequest,
     ) -> Result<proto::FetchResponse, Status> {
-        Err(not_yet(MethodId::Fetch))
+        Messenger::fetch(self, ctx, request).await
     }
 
     async fn fetch_wait(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FetchWaitRequest,
+        ctx: Ctx<Session>,
+        request: proto::FetchWaitRequest,
     ) -> Result<proto::FetchWaitResponse, Status> {
-        Err(not_yet(MethodId::FetchWait))
+        Messenger::fetch_wait(self, ctx, request).await
     }
 
     async fn peek(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::PeekRequest,
+        ctx: Ctx<Session>,
+        request: proto::PeekRequest,
     ) -> Result<proto::PeekResponse, Status> {
-        Err(not_yet(MethodId::Peek))
+        Messenger::peek(self, ctx, request).await
     }
 
     async fn ack(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::AckRequest,
+        ctx: Ctx<Session>,
+        request: proto::AckRequest,
     ) -> Result<proto::AckResponse, Status> {
-        Err(not_yet(MethodId::Ack))
+        Messenger::ack(self, ctx, request).await
     }
 
     async fn batch_enqueue(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::BatchEnqueueRequest,
+        ctx: Ctx<Session>,
+        request: proto::BatchEnqueueRequest,
     ) -> Result<proto::BatchEnqueueResponse, Status> {
-        Err(not_yet(MethodId::BatchEnqueue))
+        Messenger::batch_enqueue(self, ctx, request).await
     }
 
     async fn upload_key_package(
@@ -220,18 +221,18 @@ impl QpqService for Messenger {
 
     async fn resolve_user(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ResolveUserRequest,
+        ctx: Ctx<Session>,
+        request: proto::ResolveUserRequest,
     ) -> Result<proto::ResolveUserResponse, Status> {
-        Err(not_yet(MethodId::ResolveUser))
+        Messenger::resolve_user(self, ctx, request).await
     }
 
     async fn resolve_identity(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ResolveIdentityRequest,
+        ctx: Ctx<Session>,
+        request: proto::ResolveIdentityRequest,
     ) -> Result<proto::ResolveIdentityResponse, Status> {
-        Err(not_yet(MethodId::ResolveIdentity))
+        Messenger::resolve_identity(self, ctx, request).await
     }
 
     async fn revoke_key(
@@ -404,9 +405,9 @@ impl QpqService for Messenger {
 
     async fn delete_account(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::DeleteAccountRequest,
+        ctx: Ctx<Session>,
+        request: proto::DeleteAccountRequest,
     ) -> Result<proto::DeleteAccountResponse, Status> {
-        Err(not_yet(MethodId::DeleteAccount))
+        Messenger::delete_account(self, ctx, request).await
     }
 }

@@ -10,7 +10,7 @@ use super::pb;
 
 /// The status byte of a response frame.
 ///
-/// `#[non_exhaustive]`: new codes may be assigned (6 and 7 are reserved), so match with a
+/// `#[non_exhaustive]`: new codes may be assigned (6 is reserved), so match with a
 /// wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -27,6 +27,9 @@ pub enum StatusCode {
     NotFound,
     /// 5: a rate limit or quota was hit; the error body says when to retry.
     RateLimited,
+    /// 7: the request lost a race with another change (e.g. a commit for an old MLS epoch,
+    /// a username that was taken); re-read the state and try again.
+    Conflict,
     /// 8: the server gave up on the request after the method's timeout.
     DeadlineExceeded,
     /// 9: the server cannot serve the request right now (for example storage cannot sync).
@@ -49,6 +52,7 @@ impl StatusCode {
             3 => Self::Forbidden,
             4 => Self::NotFound,
             5 => Self::RateLimited,
+            7 => Self::Conflict,
             8 => Self::DeadlineExceeded,
             9 => Self::Unavailable,
             10 => Self::Internal,
@@ -66,6 +70,7 @@ impl StatusCode {
             Self::Forbidden => 3,
             Self::NotFound => 4,
             Self::RateLimited => 5,
+            Self::Conflict => 7,
             Self::DeadlineExceeded => 8,
             Self::Unavailable => 9,
             Self::Internal => 10,
@@ -83,6 +88,7 @@ impl StatusCode {
             Self::Forbidden => "Forbidden",
             Self::NotFound => "NotFound",
             Self::RateLimited => "RateLimited",
+            Self::Conflict => "Conflict",
             Self::DeadlineExceeded => "DeadlineExceeded",
             Self::Unavailable => "Unavailable",
             Self::Internal => "Internal",
@@ -146,6 +152,11 @@ impl Status {
     /// [`StatusCode::RateLimited`] with a hint of when to retry.
     pub fn rate_limited(message: impl Into<String>, retry_after_ms: u32) -> Self {
         Self::new(StatusCode::RateLimited, message).with_retry_after_ms(retry_after_ms)
+    }
+
+    /// [`StatusCode::Conflict`].
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::Conflict, message)
     }
 
     /// [`StatusCode::DeadlineExceeded`].
@@ -245,6 +256,7 @@ mod tests {
             assert_eq!(StatusCode::from_u8(byte).as_u8(), byte);
         }
         assert_eq!(StatusCode::from_u8(6), StatusCode::Unknown(6));
+        assert_eq!(StatusCode::from_u8(7), StatusCode::Conflict);
         assert_eq!(StatusCode::from_u8(200), StatusCode::Unknown(200));
         assert_eq!(StatusCode::from_u8(11), StatusCode::UnknownMethod);
     }

@@ -1,0 +1,111 @@
+//! Authentication: the OPAQUE server side, the failed-login limiter and session tokens.
+//!
+//! - [`opaque`] is the only module that names opaque-ke: cipher suite, the persisted
+//!   `ServerSetup`, registration, and login with server-side state under a single-use
+//!   [`LoginId`].
+//! - [`limiter`] slows password guessing per username and per source address.
+//! - [`session`] makes bearer tokens and the SHA-256 the store keeps.
+//!
+//! This module does not store accounts or sessions (that is `crate::store`) and does not
+//! speak the wire protocol (handlers do). All its calls are synchronous and short (the server
+//! side of an OPAQUE login costs well under a millisecond; Argon2 runs on the client only), so
+//! handlers may call them directly from async code.
+//!
+//! # Expected handler flow
+//!
+//! 1. `OpaqueRegisterStart`: [`OpaqueServer::register_start`] (the username is the OPAQUE
+//!    credential identifier, so it must be the same string at login).
+//! 2. `OpaqueRegisterFinish`: [`OpaqueServer::register_finish`] gives the password file;
+//!    store it with the username and identity key (`Store::create_account`).
+//! 3. `OpaqueLoginStart`: [`LoginLimiter::check`] → `RateLimited` with the retry hint; then
+//!    [`LoginLimiter::record_failure`] (charge the attempt now: a client that finds the password
+//!    wrong detects it itself and never sends LoginFinish); look the account up and call
+//!    [`OpaqueServer::login_start`] with its password file, or `None` when there is no such
+//!    user, and answer exactly the same way in both cases.
+//! 4. `OpaqueLoginFinish`: [`OpaqueServer::login_finish`]; on `Ok` call
+//!    [`LoginLimiter::record_success`] (refunds the attempt), make a token with
+//!    [`new_session_token`] and store only its hash (`Store::put_session`).
+//!
+//! Status mapping: [`AuthError::Malformed`] → BadRequest; [`AuthError::TooManyPendingLogins`]
+//! → RateLimited; [`AuthError::Internal`] → Internal; every other error → Unauthorized with
+//! the error's message (none says whether the user exists). [`RetryAfter`] → RateLimited with
+//! `retry_after_ms`.
+
+pub mod limiter;
+pub mod opaque;
+pub mod session;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use self::limiter::{LimiterConfig, LoginLimiter, Rate, RetryAfter};
+pub use self::opaque::{AuthError, LoginConfig, LoginId, OpaqueServer, QpqSuite, SetupError};
+pub use self::session::{hash_token, new_session_token};
+
+/// Monotonic clock for login TTLs and rate windows; a manual one lets tests move time.
+#[derive(Clone)]
+pub struct Clock {
+    base: Instant,
+    manual: Option<Arc<AtomicU64>>,
+}
+
+impl Clock {
+    /// The real monotonic clock.
+    pub fn system() -> Self {
+        Clock {
+            base: Instant::now(),
+            manual: None,
+        }
+    }
+
+    /// A clock that stands still until [`ManualClock::advance`] moves it.
+    pub fn manual() -> (Self, ManualClock) {
+        let offset = Arc::new(AtomicU64::new(0));
+        let clock = Clock {
+            base: Instant::now(),
+            manual: Some(Arc::clone(&offset)),
+        };
+        (clock, ManualClock(offset))
+    }
+
+    /// Now.
+    pub fn now(&self) -> Instant {
+        match &self.manual {
+            None => Instant::now(),
+            Some(offset) => {
+                let by = Duration::from_nanos(offset.load(Ordering::SeqCst));
+                self.base.checked_add(by).unwrap_or(self.base)
+            }
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.manual.is_some() {
+            "Clock(manual)"
+        } else {
+            "Clock(system)"
+        })
+    }
+}
+
+/// Moves a [`Clock::manual`] clock forward.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,1585 @@
+//! [`FjallStore`]: the [`Store`] on one fjall database (the only file that names fjall).
+//!
+//! # Key layout
+//!
+//! All integers are big-endian, so byte order is numeric order and a prefix scan over a
+//! queue walks it in FIFO order. Every value starts with a format version byte (`1`); the
+//! value encodings live in `store/codec.rs`.
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `accounts` | username (UTF-8) | `v1 ‖ identity(32) ‖ created_at(8) ‖ password_file` |
+//! | `identities` | identity(32) | username — unique index, also "account exists" |
+//! | `sessions` | token_hash(32) | `v1 ‖ identity(32) ‖ created(8) ‖ expires(8) ‖ login(8) ‖ device? ‖ username` |
+//! | `session_index` | identity(32) ‖ token_hash(32) | empty — the sessions of an account |
+//! | `session_expiry` | expires_at(8) ‖ token_hash(32) | empty — sweep order |
+//! | `messages` | identity(32) ‖ seq(8) | `v1 ‖ enqueued(8) ‖ expires(8) ‖ sender_identity(32) ‖ sender_len(2) ‖ sender ‖ payload` |
+//! | `queue_meta` | identity(32) | `v1 ‖ next_seq(8) ‖ messages(8) ‖ bytes(8)` |
+//! | `message_expiry` | expires_at(8) ‖ identity(32) ‖ seq(8) | empty — sweep order |
+//!
+//! Invariants, kept by writing every related key in one atomic batch:
+//! - `accounts` and `identities` are inverse maps.
+//! - a session has exactly one `session_index` and one `session_expiry` entry.
+//! - a message has exactly one `message_expiry` entry; `queue_meta.messages`/`bytes` equal the
+//!   count and payload bytes under the queue's prefix; `queue_meta.next_seq` is greater than
+//!   every seq ever used in the queue (it only grows, so seqs are never reused, across restarts
+//!   too). Deleting the account deletes the counter with the queue.
+//!
+//! # Concurrency
+//!
+//! Every mutating operation runs on the single writer thread (`store/writer.rs`), one after
+//! another, and the thread syncs once per cycle of operations (group commit). So
+//! read-modify-write sequences (sequence counters, caps, uniqueness checks, account deletion)
+//! need no locks, and concurrent enqueues to one queue share syncs like any others.
+//!
+//! Reads bypass the writer. Point reads (session and account lookups, queue depth) run inline
+//! on the caller's task: they touch the memtable or block cache and cost microseconds, less
+//! than a hop to another thread would. Scans (`peek`) run on tokio's blocking pool.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+
+use super::codec::{self, QueueMeta};
+use super::writer::{Health, Writer};
+use super::{
+    Account, AckOutcome, Clock, DeletedAccount, Durability, IdentityKey, NewMessage, PurgeStats,
+    QueueDepth, QueueLimit, QueueLimits, QueuePage, Seq, SessionRecord, Store, StoreError,
+};
+
+/// Longest username the store accepts (a sanity bound; handlers enforce the real syntax).
+const MAX_USERNAME_BYTES: usize = 1024;
+
+/// Most expired entries of each kind one `purge_expired` call deletes: it runs on the writer
+/// thread, so a bounded chunk keeps other writes from waiting long.
+const PURGE_CHUNK: usize = 1_000;
+
+/// Options for [`FjallStore::open`].
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// How writes are made durable (group commit unless benchmarking the baseline).
+    pub durability: Durability,
+    /// Queue caps and TTLs.
+    pub limits: QueueLimits,
+    /// Clock for enqueue times and expiry.
+    pub clock: Clock,
+}
+
+/// The fjall-backed [`Store`]. Cheap to clone (one `Arc`); all clones share one database and
+/// one writer thread, which stops when the last clone is dropped (after finishing queued
+/// writes).
+///
+/// Only one process may open a data directory: a second `open` fails with
+/// [`StoreError::Unavailable`].
+#[derive(Clone)]
+pub struct FjallStore {
+    inner: Arc<Inner>,
+}
+
+/// Field order is drop order: the writer goes first, so its thread has finished and released
+/// the engine before the last database handle is dropped.
+struct Inner {
+    writer: Writer<Engine>,
+    engine: Arc<Engine>,
+}
+
+/// The database and its keyspaces; shared by the writer thread and the readers.
+struct Engine {
+    health: Arc<Health>,
+    accounts: Keyspace,
+    identities: Keyspace,
+    sessions: Keyspace,
+    session_index: Keyspace,
+    session_expiry: Keyspace,
+    messages: Keyspace,
+    queue_meta: Keyspace,
+    message_expiry: Keyspace,
+    db: Database,
+    limits: QueueLimits,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore")
+            .field("limits", &self.inner.engine.limits)
+            .field("syncs", &self.sync_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an engine error; all of them mean "cannot serve this now", none is the caller's fault.
+fn engine_err(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Poisoned => {
+            StoreError::Unavailable("database is poisoned by an earlier write failure".into())
+        }
+        fjall::Error::Locked => {
+            StoreError::Unavailable("data directory is locked by another process".into())
+        }
+        other => StoreError::Unavailable(format!("storage engine error: {other:?}")),
+    }
+}
+
+impl FjallStore {
+    /// Opens (creating if needed) the database in `dir` and starts the writer thread.
+    ///
+    /// Blocking (it recovers the journal): call it before serving, or in `spawn_blocking`.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).open().map_err(engine_err)?;
+        let keyspace = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(engine_err)
+        };
+        let health = Arc::new(Health::default());
+        let engine = Arc::new(Engine {
+            health: Arc::clone(&health),
+            accounts: keyspace("accounts")?,
+            identities: keyspace("identities")?,
+            sessions: keyspace("sessions")?,
+            session_index: keyspace("session_index")?,
+            session_expiry: keyspace("session_expiry")?,
+            messages: keyspace("messages")?,
+            queue_meta: keyspace("queue_meta")?,
+            message_expiry: keyspace("message_expiry")?,
+            db: db.clone(),
+            limits: options.limits,
+            clock: options.clock,
+        });
+        let writer = Writer::start(
+            Arc::clone(&engine),
+            health,
+            options.durability,
+            Box::new(move || {
+                db.persist(PersistMode::SyncAll)
+                    .map_err(|e| format!("{e:?}"))
+            }),
+        )?;
+        Ok(FjallStore {
+            inner: Arc::new(Inner { writer, engine }),
+        })
+    }
+
+    /// Journal syncs performed since open (for tests, benchmarks and metrics): with group
+    /// commit, concurrent writes share syncs, so this grows slower than the write count.
+    pub fn sync_count(&self) -> u64 {
+        self.inner.engine.health.sync_count()
+    }
+
+    /// The queue limits in force.
+    pub fn limits(&self) -> QueueLimits {
+        self.inner.engine.limits
+    }
+
+    /// Test hook: makes the next journal sync fail as if `fsync` had failed. The writes it
+    /// covers answer `Unavailable`, and so does every call after it (the failure is sticky).
+    #[doc(hidden)]
+    pub fn inject_sync_failure_for_tests(&self) {
+        self.inner.engine.health.inject_sync_failure();
+    }
+
+    /// Runs a mutating operation on the writer thread; `Ok` once it is durable.
+    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<(T, bool), StoreError> + Send + 'static,
+    {
+        self.inner
+            .writer
+            .write(move |engine: &Engine| {
+                engine.health.check()?;
+                op(engine)
+            })
+            .await
+    }
+
+    /// Runs a scan on the blocking pool, after the sticky-failure check.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, StoreError> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.inner.engine);
+        let task = tokio::task::spawn_blocking(move || {
+            engine.health.check()?;
+            f(&engine)
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Unavailable(format!("storage task failed: {e}"))),
+        }
+    }
+
+    /// Runs a point read inline (see the module doc), after the sticky-failure check.
+    fn inline<T>(&self, f: impl FnOnce(&Engine) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.inner.engine.health.check()?;
+        f(&self.inner.engine)
+    }
+}
+
+impl Engine {
+    /// Commits `batch`; `true` if it held anything (the writer then syncs for it).
+    fn commit(&self, batch: OwnedWriteBatch) -> Result<bool, StoreError> {
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        // A failed commit poisons fjall; make the failure ours too, so reads stop as well.
+        batch
+            .commit()
+            .map_err(|e| self.health.fail(format!("batch commit failed: {e:?}")))?;
+        Ok(true)
+    }
+
+    fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        match self.accounts.get(username.as_bytes()).map_err(engine_err)? {
+            Some(v) => codec::decode_account(username.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn account_by_identity(&self, identity: &IdentityKey) -> Result<Option<Account>, StoreError> {
+        let Some(username) = self.identities.get(identity).map_err(engine_err)? else {
+            return Ok(None);
+        };
+        let username = std::str::from_utf8(&username)
+            .map_err(|_| StoreError::Corrupt("identity index value is not utf-8".into()))?;
+        match self.account_by_username(username)? {
+            Some(a) if a.identity_key == *identity => Ok(Some(a)),
+            _ => Err(StoreError::Corrupt(
+                "identity index points at a missing or different account".into(),
+            )),
+        }
+    }
+
+    fn queue_meta(&self, identity: &IdentityKey) -> Result<QueueMeta, StoreError> {
+        match self.queue_meta.get(identity).map_err(engine_err)? {
+            Some(v) => codec::decode_queue_meta(&v),
+            None => Ok(QueueMeta::default()),
+        }
+    }
+
+    fn put_queue_meta(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        identity: &IdentityKey,
+        meta: &QueueMeta,
+    ) {
+        batch.insert(
+            &self.queue_meta,
+            identity.to_vec(),
+            codec::encode_queue_meta(meta),
+        );
+    }
+
+    /// Adds the removal of one message (and its expiry entry) to `batch` and updates `meta`.
+    fn remove_message(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        meta: &mut QueueMeta,
+        identity: &IdentityKey,
+        seq: Seq,
+        header: &codec::MessageHeader,
+    ) {
+        batch.remove(&self.messages, codec::message_key(identity, seq).to_vec());
+        batch.remove(
+            &self.message_expiry,
+            codec::message_expiry_key(header.expires_at_ms, identity, seq).to_vec(),
+        );
+        // Saturating: totals that disagree with the data must not panic; they heal as the
+        // queue drains to zero.
+        meta.messages = meta.messages.saturating_sub(1);
+        meta.bytes = meta.bytes.saturating_sub(header.payload_len);
+    }
+
+    /// Adds the removal of one session and its index entries to `batch`.
+    fn remove_session(&self, batch: &mut OwnedWriteBatch, s: &SessionRecord) {
+        batch.remove(&self.sessions, s.token_hash.to_vec());
+        batch.remove(
+            &self.session_index,
+            codec::session_index_key(&s.identity_key, &s.token_hash).to_vec(),
+        );
+        batch.remove(
+            &self.session_expiry,
+            codec::session_expiry_key(s.expires_at_ms, &s.token_hash).to_vec(),
+        );
+    }
+
+    /// Adds the removal of every session of `identity` to `batch`; returns the records.
+    fn remove_sessions_of(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        identity: &IdentityKey,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.session_index.prefix(identity) {
+            let key = guard.key().map_err(engine_err)?;
+            let token = codec::token_of_session_index_key(&key)?;
+            // The index entry goes even if the session is somehow missing.
+            batch.remove(&self.session_index, key.to_vec());
+            if let Some(v) = self.sessions.get(token).map_err(engine_err)? {
+                let s = codec::decode_session(&token, &v)?;
+                self.remove_session(batch, &s);
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds the removal of every expired message of the queue to `batch`.
+    fn drop_expired(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        meta: &mut QueueMeta,
+        identity: &IdentityKey,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        for guard in self.messages.prefix(identity) {
+            let (key, value) = guard.into_inner().map_err(engine_err)?;
+            let header = codec::decode_message_header(&value)?;
+            if header.expires_at_ms <= now_ms {
+                let seq = codec::seq_of_message_key(&key)?;
+                self.remove_message(batch, meta, identity, seq, &header);
+            }
+        }
+        Ok(())
+    }
+
+    fn create_account(&self, account: &Account) -> Result<((), bool), StoreError> {
+        if self
+            .accounts
+            .contains_key(account.username.as_bytes())
+            .map_err(engine_err)?
+        {
+            return Err(StoreError::UsernameTaken);
+        }
+        if self
+            .identities
+            .contains_key(account.identity_key)
+            .map_err(engine_err)?
+        {
+            return Err(StoreError::IdentityTaken);
+        }
+        let mut batch = self.db.batch();
+        batch.insert(
+            &self.accounts,
+            account.username.as_bytes().to_vec(),
+            codec::encode_account(account),
+        );
+        batch.insert(
+            &self.identities,
+            account.identity_key.to_vec(),
+            account.username.as_bytes().to_vec(),
+        );
+        Ok(((), self.commit(batch)?))
+    }
+
+    fn delete_account(&self, username: &str) -> Result<(DeletedAccount, bool), StoreError> {
+        let account = self
+            .account_by_username(username)?
+            .ok_or(StoreError::NotFound)?;
+        let identity = account.identity_key;
+        let mut batch = self.db.batch();
+        batch.remove(&self.accounts, account.username.as_bytes().to_vec());
+        batch.remove(&self.identities, identity.to_vec());
+        let sessions = self.remove_sessions_of(&mut batch, &identity)?;
+        let mut meta = QueueMeta::default();
+        let mut messages_removed = 0;
+        for guard in self.messages.prefix(identity) {
+            let (key, value) = guard.into_inner().map_err(engine_err)?;
+            let seq = codec::seq_of_message_key(&key)?;
+            let header = codec::decode_message_header(&value)?;
+            self.remove_message(&mut batch, &mut meta, &identity, seq, &header);
+            messages_removed += 1;
+        }
+        batch.remove(&self.queue_meta, identity.to_vec());
+        let committed = self.commit(batch)?;
+        Ok((
+            DeletedAccount {
+                account,
+                sessions,
+                messages_removed,
+            },
+            committed,
+        ))
+    }
+
+    fn put_session(
+        &self,
+        session: &SessionRecord,
+        value: Vec<u8>,
+    ) -> Result<((), bool), StoreError> {
+        // Checked here, on the writer thread, so a session can never outlive a concurrent
+        // account deletion.
+        match self.account_by_username(&session.username)? {
+            Some(a) if a.identity_key == session.identity_key => {}
+            _ => return Err(StoreError::NotFound),
+        }
+        if self
+            .sessions
+            .contains_key(session.token_hash)
+            .map_err(engine_err)?
+        {
+            return Err(StoreError::InvalidArgument(
+                "a session with this token hash exists".into(),
+            ));
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.sessions, session.token_hash.to_vec(), value);
+        batch.insert(
+            &self.session_index,
+            codec::session_index_key(&session.identity_key, &session.token_hash).to_vec(),
+            Vec::new(),
+        );
+        batch.insert(
+            &self.session_expiry,
+            codec::session_expiry_key(session.expires_at_ms, &session.token_hash).to_vec(),
+            Vec::new(),
+        );
+        Ok(((), self.commit(batch)?))
+    }
+
+    fn delete_session(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<(Option<SessionRecord>, bool), StoreError> {
+        let Some(v) = self.sessions.get(token_hash).map_err(engine_err)? else {
+            return Ok((None, false));
+        };
+        let s = codec::decode_session(token_hash, &v)?;
+        let mut batch = self.db.batch();
+        self.remove_session(&mut batch, &s);
+        Ok((Some(s), self.commit(batch)?))
+    }
+
+    fn delete_sessions_of(&self, username: &str) -> Result<(Vec<SessionRecord>, bool), StoreError> {
+        let Some(account) = self.account_by_username(username)? else {
+            return Ok((Vec::new(), false));
+        };
+        let mut batch = self.db.batch();
+        let sessions = self.remove_sessions_of(&mut batch, &account.identity_key)?;
+        Ok((sessions, self.commit(batch)?))
+    }
+
+    /// Appends every delivery in one batch: all are stored or none is. Deliveries to the same
+    /// recipient keep their order and get consecutive sequence numbers.
+    fn enqueue(
+        &self,
+        deliveries: &[(IdentityKey, NewMessage)],
+    ) -> Result<(Vec<Seq>, bool), StoreError> {
+        let now = self.clock.now_ms();
+        let limits = self.limits;
+        // Per recipient, in first-seen order: its queue meta and what this call adds.
+        let mut queues: Vec<(IdentityKey, QueueMeta, u64, u64)> = Vec::new();
+        for (recipient, message) in deliveries {
+            match queues.iter_mut().find(|q| &q.0 == recipient) {
+                Some(queue) => {
+                    queue.2 += 1;
+                    queue.3 += message.payload.len() as u64;
+                }
+                None => {
+                    if !self
+                        .identities
+                        .contains_key(recipient)
+                        .map_err(engine_err)?
+                    {
+                        return Err(StoreError::NotFound);
+                    }
+                    let meta = self.queue_meta(recipient)?;
+                    queues.push((*recipient, meta, 1, message.payload.len() as u64));
+                }
+            }
+        }
+        let fits =
+            |meta: &QueueMeta, add_messages: u64, add_bytes: u64| -> Result<(), StoreError> {
+                if meta.messages.saturating_add(add_messages) > limits.max_messages {
+                    return Err(StoreError::QueueFull {
+                        limit: QueueLimit::Messages(limits.max_messages),
+                    });
+                }
+                if meta.bytes.saturating_add(add_bytes) > limits.max_bytes {
+                    return Err(StoreError::QueueFull {
+                        limit: QueueLimit::Bytes(limits.max_bytes),
+                    });
+                }
+                Ok(())
+            };
+
+        let mut batch = self.db.batch();
+        for (recipient, meta, add_messages, add_bytes) in &mut queues {
+            if fits(meta, *add_messages, *add_bytes).is_err() {
+                // Expired messages still count until deleted; clear them before refusing.
+                self.drop_expired(&mut batch, meta, recipient, now)?;
+            }
+            // On refusal the batch (with any expiry deletions) is dropped: nothing is stored.
+            fits(meta, *add_messages, *add_bytes)?;
+        }
+
+        let mut seqs = Vec::with_capacity(deliveries.len());
+        for (recipient, m) in deliveries {
+            let Some(queue) = queues.iter_mut().find(|q| &q.0 == recipient) else {
+                return Err(StoreError::Corrupt(
+                    "enqueue lost track of a recipient".into(),
+                ));
+            };
+            let meta = &mut queue.1;
+            let seq = Seq(meta.next_seq);
+            meta.next_seq = meta
+                .next_seq
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt("queue sequence number overflow".into()))?;
+            let ttl = match m.ttl_ms {
+                None | Some(0) => limits.default_ttl_ms,
+                Some(t) => t.min(limits.max_ttl_ms),
+            };
+            let expires = now.saturating_add(ttl);
+            let value =
+                codec::encode_message(now, expires, &m.sender_identity_key, &m.sender, &m.payload)?;
+            batch.insert(
+                &self.messages,
+                codec::message_key(recipient, seq).to_vec(),
+                value,
+            );
+            batch.insert(
+                &self.message_expiry,
+                codec::message_expiry_key(expires, recipient, seq).to_vec(),
+                Vec::new(),
+            );
+            seqs.push(seq);
+        }
+        for (recipient, meta, add_messages, add_bytes) in &mut queues {
+            meta.messages = meta.messages.saturating_add(*add_messages);
+            meta.bytes = meta.bytes.saturating_add(*add_bytes);
+            // The counter goes in the same batch as the messages: both survive or neither does.
+            self.put_queue_meta(&mut batch, recipient, meta);
+        }
+        Ok((seqs, self.commit(batch)?))
+    }
+
+    fn fetch(
+        &self,
+        recipient: &IdentityKey,
+        limit: usize,
+    ) -> Result<(QueuePage, bool), StoreError> {
+        let now = self.clock.now_ms();
+        let mut meta = self.queue_meta(recipient)?;
+        let mut batch = self.db.batch();
+        let mut page = QueuePage::default();
+        for guard in self.messages.prefix(recipient) {
+            let (key, value) = guard.into_inner().map_err(engine_err)?;
+            let seq = codec::seq_of_message_key(&key)?;
+            let header = codec::decode_message_header(&value)?;
+            if header.expires_at_ms <= now {
+                self.remove_message(&mut batch, &mut meta, recipient, seq, &header);
+                continue;
+            }
+            if page.messages.len() >= limit {
+                page.more = true;
+                break;
+            }
+            page.messages.push(codec::decode_message(seq, &value)?);
+            self.remove_message(&mut batch, &mut meta, recipient, seq, &header);
+        }
+        if !batch.is_empty() {
+            self.put_queue_meta(&mut batch, recipient, &meta);
+        }
+        Ok((page, self.commit(batch)?))
+    }
+
+    fn peek(
+        &self,
+        recipient: &IdentityKey,
+        after: Seq,
+        limit: usize,
+    ) -> Result<QueuePage, StoreError> {
+        let now = self.clock.now_ms();
+        let mut page = QueuePage::default();
+        let Some(first) = after.0.checked_add(1) else {
+            return Ok(page);
+        };
+        let start = codec::message_key(recipient, Seq(first));
+        let end = codec::message_key(recipient, Seq(u64::MAX));
+        for guard in self.messages.range(start..=end) {
+            let (key, value) = guard.into_inner().map_err(engine_err)?;
+            let header = codec::decode_message_header(&value)?;
+            if header.expires_at_ms <= now {
+                continue;
+            }
+            if page.messages.len() >= limit {
+                page.more = true;
+                break;
+            }
+            let seq = codec::seq_of_message_key(&key)?;
+            page.messages.push(codec::decode_message(seq, &value)?);
+        }
+        Ok(page)
+    }
+
+    fn ack(&self, recipient: &IdentityKey, seqs: &[Seq]) -> Result<(AckOutcome, bool), StoreError> {
+        let mut meta = self.queue_meta(recipient)?;
+        let mut batch = self.db.batch();
+        let mut outcome = AckOutcome::default();
+        let mut seen = HashSet::with_capacity(seqs.len());
+        for &seq in seqs {
+            if !seen.insert(seq) {
+                continue;
+            }
+            match self
+                .messages
+                .get(codec::message_key(recipient, seq))
+                .map_err(engine_err)?
+            {
+                Some(value) => {
+                    let header = codec::decode_message_header(&value)?;
+                    self.remove_message(&mut batch, &mut meta, recipient, seq, &header);
+                    outcome.removed.push(seq);
+                }
+                None => outcome.unknown.push(seq),
+            }
+        }
+        if !outcome.removed.is_empty() {
+            self.put_queue_meta(&mut batch, recipient, &meta);
+        }
+        Ok((outcome, self.commit(batch)?))
+    }
+
+    /// Deletes up to [`PURGE_CHUNK`] expired sessions and as many expired messages, in one
+    /// batch. Index entries whose record is gone or was rewritten are dropped alone.
+    fn purge_expired(&self, now_ms: u64) -> Result<(PurgeStats, bool), StoreError> {
+        let mut stats = PurgeStats::default();
+        let mut batch = self.db.batch();
+        // Keys below `now + 1` (big-endian prefix) are the ones expired at or before `now`.
+        let upper = now_ms.saturating_add(1).to_be_bytes();
+
+        for (n, guard) in self.session_expiry.range(..upper).enumerate() {
+            if n == PURGE_CHUNK {
+                stats.more = true;
+                break;
+            }
+            let key = guard.key().map_err(engine_err)?;
+            let (expires, token) = codec::parse_session_expiry_key(&key)?;
+            batch.remove(&self.session_expiry, key.to_vec());
+            if let Some(v) = self.sessions.get(token).map_err(engine_err)? {
+                let s = codec::decode_session(&token, &v)?;
+                if s.expires_at_ms == expires {
+                    self.remove_session(&mut batch, &s);
+                    stats.sessions += 1;
+                }
+            }
+        }
+
+        // Group by queue so each queue's totals are read and written once.
+        let mut expired: BTreeMap<IdentityKey, Vec<(u64, Seq)>> = BTreeMap::new();
+        for (n, guard) in self.message_expiry.range(..upper).enumerate() {
+            if n == PURGE_CHUNK {
+                stats.more = true;
+                break;
+            }
+            let key = guard.key().map_err(engine_err)?;
+            let (expires, identity, seq) = codec::parse_message_expiry_key(&key)?;
+            expired.entry(identity).or_default().push((expires, seq));
+        }
+        for (identity, items) in expired {
+            let mut meta = self.queue_meta(&identity)?;
+            let mut changed = false;
+            for (expires, seq) in items {
+                let header = match self
+                    .messages
+                    .get(codec::message_key(&identity, seq))
+                    .map_err(engine_err)?
+                {
+                    Some(v) => Some(codec::decode_message_header(&v)?),
+                    None => None,
+                };
+                match header {
+                    Some(h) if h.expires_at_ms == expires => {
+                        self.remove_message(&mut batch, &mut meta, &identity, seq, &h);
+                        stats.messages += 1;
+                        changed = true;
+                    }
+                    _ => batch.remove(
+                        &self.message_expiry,
+                        codec::message_expiry_key(expires, &identity, seq).to_vec(),
+                    ),
+                }
+            }
+            if changed {
+                self.put_queue_meta(&mut batch, &identity, &meta);
+            }
+        }
+        Ok((stats, self.commit(batch)?))
+    }
+}
+
+fn check_username(username: &str) -> Result<(), StoreError> {
+    if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
+        return Err(StoreError::InvalidArgument(format!(
+            "username must be 1 to {MAX_USERNAME_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Store for FjallStore {
+    async fn create_account(&self, account: Account) -> Result<(), StoreError> {
+        check_username(&account.username)?;
+        if account.password_file.is_empty() {
+            return Err(StoreError::InvalidArgument("password file is empty".into()));
+        }
+        self.write(move |e| e.create_account(&account)).await
+    }
+
+    async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        self.inline(|e| e.account_by_username(username))
+    }
+
+    async fn account_by_identity(
+        &self,
+        identity_key: &IdentityKey,
+    ) -> Result<Option<Account>, StoreError> {
+        self.inline(|e| e.account_by_identity(identity_key))
+    }
+
+    async fn delete_account(&self, username: &str) -> Result<DeletedAccount, StoreError> {
+        let username = username.to_owned();
+        self.write(move |e| e.delete_account(&username)).await
+    }
+
+    async fn put_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        check_username(&session.username)?;
+        let value = codec::encode_session(&session)?;
+        self.write(move |e| e.put_session(&session, value)).await
+    }
+
+    async fn session_by_token_hash(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.inline(|e| {
+            let Some(v) = e.sessions.get(token_hash).map_err(engine_err)? else {
+                return Ok(None);
+            };
+            let s = codec::decode_session(token_hash, &v)?;
+            Ok((s.expires_at_ms > e.clock.now_ms()).then_some(s))
+        })
+    }
+
+    async fn delete_session(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let token_hash = *token_hash;
+        self.write(move |e| e.delete_session(&token_hash)).await
+    }
+
+    async fn delete_sessions_of(&self, username: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let username = username.to_owned();
+        self.write(move |e| e.delete_sessions_of(&username)).await
+    }
+
+    async fn enqueue(
+        &self,
+        deliveries: Vec<(IdentityKey, NewMessage)>,
+    ) -> Result<Vec<Seq>, StoreError> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |e| e.enqueue(&deliveries)).await
+    }
+
+    async fn fetch(&self, recipient: &IdentityKey, limit: usize) -> Result<QueuePage, StoreError> {
+        let recipient = *recipient;
+        self.write(move |e| e.fetch(&recipient, limit)).await
+    }
+
+    async fn peek(
+        &self,
+        recipient: &IdentityKey,
+        after: Seq,
+        limit: usize,
+    ) -> Result<QueuePage, StoreError> {
+        let recipient = *recipient;
+        self.blocking(move |e| e.peek(&recipient, after, limit))
+            .await
+    }
+
+    async fn ack(&self, recipient: &IdentityKey, seqs: &[Seq]) -> Result<AckOutcome, StoreError> {
+        let recipient = *recipient;
+        let seqs = seqs.to_vec();
+        self.write(move |e| e.ack(&recipient, &seqs)).await
+    }
+
+    async fn queue_depth(&self, recipient: &IdentityKey) -> Result<QueueDepth, StoreError> {
+        self.inline(|e| {
+            let meta = e.queue_meta(recipient)?;
+            Ok(QueueDepth {
+                messages: meta.messages,
+                bytes: meta.bytes,
+            })
+        })
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<PurgeStats, StoreError> {
+        self.write(move |e| e.purge_expired(now_ms)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const ALICE: IdentityKey = [0xa1; 32];
+    const BOB: IdentityKey = [0xb0; 32];
+    const T0: u64 = 1_700_000_000_000;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        clock: Arc<AtomicU64>,
+        store: FjallStore,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self::with(Durability::GroupCommit, QueueLimits::default())
+        }
+
+        fn with(durability: Durability, limits: QueueLimits) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(AtomicU64::new(T0));
+            let store = open(dir.path(), &clock, durability, limits);
+            Fixture { dir, clock, store }
+        }
+
+        fn advance(&self, ms: u64) {
+            self.clock.fetch_add(ms, Ordering::SeqCst);
+        }
+
+        /// Drops the store and opens the same directory again.
+        fn reopen(self) -> Self {
+            let Fixture { dir, clock, store } = self;
+            let limits = store.limits();
+            drop(store);
+            let store = open(dir.path(), &clock, Durability::GroupCommit, limits);
+            Fixture { dir, clock, store }
+        }
+    }
+
+    fn open(
+        dir: &Path,
+        clock: &Arc<AtomicU64>,
+        durability: Durability,
+        limits: QueueLimits,
+    ) -> FjallStore {
+        let c = Arc::clone(clock);
+        FjallStore::open(
+            dir,
+            StoreOptions {
+                durability,
+                limits,
+                clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
+            },
+        )
+        .unwrap()
+    }
+
+    fn account(name: &str, identity: IdentityKey) -> Account {
+        Account {
+            username: name.into(),
+            identity_key: identity,
+            password_file: vec![1, 2, 3],
+            created_at_ms: T0,
+        }
+    }
+
+    fn session(token: u8, name: &str, identity: IdentityKey, expires_at_ms: u64) -> SessionRecord {
+        SessionRecord {
+            token_hash: [token; 32],
+            username: name.into(),
+            identity_key: identity,
+            device_id: Some(vec![token]),
+            created_at_ms: T0,
+            expires_at_ms,
+            login_at_ms: T0,
+        }
+    }
+
+    fn msg(payload: &str) -> NewMessage {
+        NewMessage {
+            sender_identity_key: BOB,
+            sender: "bob".into(),
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            ttl_ms: None,
+        }
+    }
+
+    /// The single-recipient form most tests use.
+    trait EnqueueTo {
+        async fn enqueue_to(
+            &self,
+            recipient: &IdentityKey,
+            messages: Vec<NewMessage>,
+        ) -> Result<Vec<Seq>, StoreError>;
+    }
+
+    impl EnqueueTo for FjallStore {
+        async fn enqueue_to(
+            &self,
+            recipient: &IdentityKey,
+            messages: Vec<NewMessage>,
+        ) -> Result<Vec<Seq>, StoreError> {
+            self.enqueue(messages.into_iter().map(|m| (*recipient, m)).collect())
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn multi_recipient_enqueue_is_all_or_nothing() {
+        let f = with_alice().await;
+        let s = &f.store;
+        s.create_account(account("bob", BOB)).await.unwrap();
+        let seqs = s
+            .enqueue(vec![
+                (ALICE, msg("a1")),
+                (BOB, msg("b1")),
+                (ALICE, msg("a2")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(seqs, [Seq(1), Seq(1), Seq(2)]);
+        // An unknown recipient anywhere in the batch stores nothing for the others.
+        let unknown = [9u8; 32];
+        assert!(matches!(
+            s.enqueue(vec![(ALICE, msg("a3")), (unknown, msg("x"))])
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(seqs_of(s, &ALICE).await, [1, 2]);
+        assert_eq!(seqs_of(s, &BOB).await, [1]);
+    }
+
+    async fn seqs_of(s: &FjallStore, who: &IdentityKey) -> Vec<u64> {
+        seqs(&s.peek(who, Seq::ZERO, 100).await.unwrap())
+    }
+
+    fn seqs(page: &QueuePage) -> Vec<u64> {
+        page.messages.iter().map(|m| m.seq.0).collect()
+    }
+
+    async fn with_alice() -> Fixture {
+        let f = Fixture::new();
+        f.store
+            .create_account(account("alice", ALICE))
+            .await
+            .unwrap();
+        f
+    }
+
+    #[test]
+    fn store_is_shareable_across_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<FjallStore>();
+    }
+
+    #[tokio::test]
+    async fn account_uniqueness_and_lookup() {
+        let f = with_alice().await;
+        let s = &f.store;
+        assert!(matches!(
+            s.create_account(account("alice", BOB)).await,
+            Err(StoreError::UsernameTaken)
+        ));
+        assert!(matches!(
+            s.create_account(account("alice2", ALICE)).await,
+            Err(StoreError::IdentityTaken)
+        ));
+        assert!(matches!(
+            s.create_account(account("", BOB)).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+        s.create_account(account("bob", BOB)).await.unwrap();
+        assert_eq!(
+            s.account_by_username("alice").await.unwrap(),
+            Some(account("alice", ALICE))
+        );
+        assert_eq!(
+            s.account_by_identity(&BOB).await.unwrap(),
+            Some(account("bob", BOB))
+        );
+        assert_eq!(s.account_by_username("carol").await.unwrap(), None);
+        assert_eq!(s.account_by_identity(&[9; 32]).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_registrations_of_one_name_admit_one() {
+        let f = Fixture::new();
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let s = f.store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.create_account(account("zed", [i; 32])).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(e) => assert!(matches!(e, StoreError::UsernameTaken), "{e}"),
+            }
+        }
+        assert_eq!(ok, 1);
+    }
+
+    #[tokio::test]
+    async fn sessions_put_get_expire_delete() {
+        let f = with_alice().await;
+        let s = &f.store;
+        // No account, or the wrong identity: refused.
+        assert!(matches!(
+            s.put_session(session(1, "carol", BOB, T0 + 10)).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.put_session(session(1, "alice", BOB, T0 + 10)).await,
+            Err(StoreError::NotFound)
+        ));
+        s.put_session(session(1, "alice", ALICE, T0 + 10))
+            .await
+            .unwrap();
+        s.put_session(session(2, "alice", ALICE, T0 + 1_000))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put_session(session(2, "alice", ALICE, T0 + 1_000)).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            s.session_by_token_hash(&[1; 32]).await.unwrap(),
+            Some(session(1, "alice", ALICE, T0 + 10))
+        );
+        f.advance(10);
+        assert_eq!(
+            s.session_by_token_hash(&[1; 32]).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert!(s.session_by_token_hash(&[2; 32]).await.unwrap().is_some());
+
+        let removed = s.delete_session(&[2; 32]).await.unwrap();
+        assert_eq!(removed, Some(session(2, "alice", ALICE, T0 + 1_000)));
+        assert_eq!(s.delete_session(&[2; 32]).await.unwrap(), None);
+        assert_eq!(s.session_by_token_hash(&[2; 32]).await.unwrap(), None);
+
+        s.put_session(session(3, "alice", ALICE, T0 + 5_000))
+            .await
+            .unwrap();
+        let mut all = s.delete_sessions_of("alice").await.unwrap();
+        all.sort_by_key(|r| r.token_hash);
+        assert_eq!(
+            all,
+            vec![
+                session(1, "alice", ALICE, T0 + 10),
+                session(3, "alice", ALICE, T0 + 5_000)
+            ]
+        );
+        assert_eq!(s.session_by_token_hash(&[3; 32]).await.unwrap(), None);
+        assert!(s.delete_sessions_of("alice").await.unwrap().is_empty());
+        assert!(s.delete_sessions_of("nobody").await.unwrap().is_empty());
+        assert_eq!(f.store.inner.engine.session_index.iter().count(), 0);
+        assert_eq!(f.store.inner.engine.session_expiry.iter().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn fetch_is_fifo_with_pages_and_more() {
+        let f = with_alice().await;
+        let s = &f.store;
+        for i in 1..=5 {
+            let got = s
+                .enqueue_to(&ALICE, vec![msg(&format!("m{i}"))])
+                .await
+                .unwrap();
+            assert_eq!(got, vec![Seq(i)]);
+        }
+        assert_eq!(
+            s.queue_depth(&ALICE).await.unwrap(),
+            QueueDepth {
+                messages: 5,
+                bytes: 10
+            }
+        );
+        let p = s.fetch(&ALICE, 2).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![1, 2], true));
+        assert_eq!(&p.messages[0].payload[..], b"m1");
+        assert_eq!(p.messages[0].sender, "bob");
+        assert_eq!(p.messages[0].sender_identity_key, BOB);
+        assert_eq!(p.messages[0].enqueued_at_ms, T0);
+        let p = s.fetch(&ALICE, 2).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![3, 4], true));
+        let p = s.fetch(&ALICE, 2).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![5], false));
+        let p = s.fetch(&ALICE, 2).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![], false));
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
+        // Another queue is untouched and unknown recipients are refused.
+        assert_eq!(s.fetch(&BOB, 10).await.unwrap(), QueuePage::default());
+        assert!(matches!(
+            s.enqueue_to(&BOB, vec![msg("x")]).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn peek_does_not_remove() {
+        let f = with_alice().await;
+        let s = &f.store;
+        let got = s
+            .enqueue_to(&ALICE, vec![msg("a"), msg("b"), msg("c"), msg("d")])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Seq(1), Seq(2), Seq(3), Seq(4)]);
+        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![1, 2, 3, 4], false));
+        let p = s.peek(&ALICE, Seq(1), 2).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![2, 3], true));
+        let p = s.peek(&ALICE, Seq(4), 2).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![], false));
+        let p = s.peek(&ALICE, Seq(u64::MAX), 2).await.unwrap();
+        assert!(p.messages.is_empty());
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 4);
+        let p = s.fetch(&ALICE, 10).await.unwrap();
+        assert_eq!(seqs(&p), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn ack_reports_removed_and_unknown() {
+        let f = with_alice().await;
+        let s = &f.store;
+        s.enqueue_to(&ALICE, vec![msg("a"), msg("bb"), msg("ccc")])
+            .await
+            .unwrap();
+        let out = s
+            .ack(&ALICE, &[Seq(2), Seq(7), Seq(2), Seq(0), Seq(3)])
+            .await
+            .unwrap();
+        assert_eq!(out.removed, vec![Seq(2), Seq(3)]);
+        assert_eq!(out.unknown, vec![Seq(7), Seq(0)]);
+        assert_eq!(
+            s.queue_depth(&ALICE).await.unwrap(),
+            QueueDepth {
+                messages: 1,
+                bytes: 1
+            }
+        );
+        let out = s.ack(&ALICE, &[Seq(2)]).await.unwrap();
+        assert_eq!((out.removed, out.unknown), (vec![], vec![Seq(2)]));
+        // A seq of another queue is unknown here and stays there.
+        s.create_account(account("bob", BOB)).await.unwrap();
+        s.enqueue_to(&BOB, vec![msg("b1")]).await.unwrap();
+        let out = s.ack(&ALICE, &[Seq(1), Seq(4)]).await.unwrap();
+        assert_eq!((out.removed, out.unknown), (vec![Seq(1)], vec![Seq(4)]));
+        let out = s.ack(&ALICE, &[Seq(1)]).await.unwrap();
+        assert_eq!(out.unknown, vec![Seq(1)]);
+        assert_eq!(s.queue_depth(&BOB).await.unwrap().messages, 1);
+        assert!(
+            s.peek(&ALICE, Seq::ZERO, 10)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn seq_never_reused_after_ack_fetch_and_reopen() {
+        let f = with_alice().await;
+        let s = &f.store;
+        s.enqueue_to(&ALICE, vec![msg("a"), msg("b"), msg("c")])
+            .await
+            .unwrap();
+        s.ack(&ALICE, &[Seq(1), Seq(2), Seq(3)]).await.unwrap();
+        assert_eq!(
+            s.enqueue_to(&ALICE, vec![msg("d")]).await.unwrap(),
+            vec![Seq(4)]
+        );
+        s.fetch(&ALICE, 10).await.unwrap();
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
+        let f = f.reopen();
+        assert_eq!(
+            f.store.enqueue_to(&ALICE, vec![msg("e")]).await.unwrap(),
+            vec![Seq(5)]
+        );
+    }
+
+    #[tokio::test]
+    async fn caps_refuse_with_nothing_stored() {
+        let limits = QueueLimits {
+            max_messages: 3,
+            max_bytes: 10,
+            ..QueueLimits::default()
+        };
+        let f = Fixture::with(Durability::GroupCommit, limits);
+        let s = &f.store;
+        s.create_account(account("alice", ALICE)).await.unwrap();
+        s.enqueue_to(&ALICE, vec![msg("aa"), msg("bb")])
+            .await
+            .unwrap();
+        let err = s
+            .enqueue_to(&ALICE, vec![msg("c"), msg("d")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::QueueFull {
+                    limit: QueueLimit::Messages(3)
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "recipient queue is full (at most 3 messages)"
+        );
+        let err = s
+            .enqueue_to(&ALICE, vec![msg("0123456")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::QueueFull {
+                    limit: QueueLimit::Bytes(10)
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            s.queue_depth(&ALICE).await.unwrap(),
+            QueueDepth {
+                messages: 2,
+                bytes: 4
+            }
+        );
+        // The refused batches consumed no sequence numbers.
+        assert_eq!(
+            s.enqueue_to(&ALICE, vec![msg("e")]).await.unwrap(),
+            vec![Seq(3)]
+        );
+        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(seqs(&p), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn batch_is_all_or_nothing() {
+        let f = with_alice().await;
+        let s = &f.store;
+        let mut bad = msg("x");
+        bad.sender = "s".repeat(70_000);
+        let err = s
+            .enqueue_to(&ALICE, vec![msg("a"), msg("b"), bad])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
+        assert!(
+            s.peek(&ALICE, Seq::ZERO, 10)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+        assert_eq!(
+            s.enqueue_to(&ALICE, vec![msg("a"), msg("b")])
+                .await
+                .unwrap(),
+            vec![Seq(1), Seq(2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn ttl_expiry_and_purge() {
+        let limits = QueueLimits {
+            max_messages: 3,
+            default_ttl_ms: 5_000,
+            max_ttl_ms: 10_000,
+            ..QueueLimits::default()
+        };
+        let f = Fixture::with(Durability::GroupCommit, limits);
+        let s = &f.store;
+        s.create_account(account("alice", ALICE)).await.unwrap();
+        let short = NewMessage {
+            ttl_ms: Some(1_000),
+            ..msg("short")
+        };
+        let long = NewMessage {
+            ttl_ms: Some(u64::MAX),
+            ..msg("long")
+        };
+        s.enqueue_to(&ALICE, vec![short, msg("default"), long])
+            .await
+            .unwrap();
+        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        let expiries: Vec<_> = p.messages.iter().map(|m| m.expires_at_ms - T0).collect();
+        assert_eq!(
+            expiries,
+            vec![1_000, 5_000, 10_000],
+            "default and clamped TTLs"
+        );
+
+        f.advance(1_000);
+        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(seqs(&p), vec![2, 3], "expired message is not returned");
+        // The queue is full by count, but the expired message makes room.
+        assert_eq!(
+            s.enqueue_to(&ALICE, vec![msg("new")]).await.unwrap(),
+            vec![Seq(4)]
+        );
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 3);
+
+        f.advance(4_000);
+        // fetch skips and deletes the expired message.
+        let p = s.fetch(&ALICE, 1).await.unwrap();
+        assert_eq!((seqs(&p), p.more), (vec![3], true));
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 1);
+
+        // purge_expired sweeps messages and sessions.
+        s.put_session(session(1, "alice", ALICE, T0 + 6_000))
+            .await
+            .unwrap();
+        f.advance(100_000);
+        let stats = s
+            .purge_expired(f.clock.load(Ordering::SeqCst))
+            .await
+            .unwrap();
+        assert_eq!(
+            stats,
+            PurgeStats {
+                messages: 1,
+                sessions: 1,
+                more: false
+            }
+        );
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
+        assert_eq!(f.store.inner.engine.messages.iter().count(), 0);
+        assert_eq!(f.store.inner.engine.message_expiry.iter().count(), 0);
+        assert_eq!(f.store.inner.engine.sessions.iter().count(), 0);
+        assert_eq!(f.store.inner.engine.session_index.iter().count(), 0);
+        let stats = s
+            .purge_expired(f.clock.load(Ordering::SeqCst))
+            .await
+            .unwrap();
+        assert_eq!(stats, PurgeStats::default());
+    }
+
+    #[tokio::test]
+    async fn purge_works_in_bounded_chunks() {
+        let f = with_alice().await;
+        let s = &f.store;
+        let many: Vec<_> = (0..PURGE_CHUNK + 1)
+            .map(|_| NewMessage {
+                ttl_ms: Some(1),
+                ..msg("x")
+            })
+            .collect();
+        s.enqueue_to(&ALICE, many).await.unwrap();
+        let now = T0 + 1;
+        let first = s.purge_expired(now).await.unwrap();
+        assert_eq!((first.messages, first.more), (PURGE_CHUNK as u64, true));
+        let second = s.purge_expired(now).await.unwrap();
+        assert_eq!((second.messages, second.more), (1, false));
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
+    }
+
+    #[tokio::test]
+    async fn purge_leaves_unexpired_data() {
+        let f = with_alice().await;
+        let s = &f.store;
+        s.enqueue_to(&ALICE, vec![msg("a")]).await.unwrap();
+        s.put_session(session(1, "alice", ALICE, T0 + 1))
+            .await
+            .unwrap();
+        let stats = s.purge_expired(T0).await.unwrap();
+        assert_eq!(stats, PurgeStats::default());
+        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 1);
+        assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn delete_account_removes_everything() {
+        let f = with_alice().await;
+        let s = &f.store;
+        s.create_account(account("bob", BOB)).await.unwrap();
+        s.put_session(session(1, "alice", ALICE, T0 + 10_000))
+            .await
+            .unwrap();
+        s.put_session(session(2, "bob", BOB, T0 + 10_000))
+            .await
+            .unwrap();
+        s.enqueue_to(&ALICE, vec![msg("a"), msg("b")])
+            .await
+            .unwrap();
+        s.enqueue_to(&BOB, vec![msg("c")]).await.unwrap();
+
+        let gone = s.delete_account("alice").await.unwrap();
+        assert_eq!(gone.account, account("alice", ALICE));
+        assert_eq!(gone.sessions, vec![session(1, "alice", ALICE, T0 + 10_000)]);
+        assert_eq!(gone.messages_removed, 2);
+        assert!(matches!(
+            s.delete_account("alice").await,
+            Err(StoreError::NotFound)
+        ));
+
+        assert_eq!(s.account_by_username("alice").await.unwrap(), None);
+        assert_eq!(s.account_by_identity(&ALICE).await.unwrap(), None);
+        assert_eq!(s.session_by_token_hash(&[1; 32]).await.unwrap(), None);
+        assert!(matches!(
+            s.enqueue_to(&ALICE, vec![msg("x")]).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            s.put_session(session(3, "alice", ALICE, T0 + 10_000)).await,
+            Err(StoreError::NotFound)
+        ));
+        // Nothing keyed by alice is left in any keyspace; bob is intact.
+        let i = &f.store.inner.engine;
+        for ks in [
+            &i.sessions,
+            &i.session_index,
+            &i.session_expiry,
+            &i.messages,
+            &i.message_expiry,
+            &i.queue_meta,
+        ] {
+            assert_eq!(ks.iter().count(), 1, "only bob's record remains");
+        }
+        assert_eq!(i.accounts.iter().count(), 1);
+        assert_eq!(i.identities.iter().count(), 1);
+        assert!(s.session_by_token_hash(&[2; 32]).await.unwrap().is_some());
+        assert_eq!(s.queue_depth(&BOB).await.unwrap().messages, 1);
+        // A deleted account's name can be registered again.
+        s.create_account(account("alice", [0xa2; 32]))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn reopen_finds_everything_acknowledged() {
+        let f = with_alice().await;
+        f.store
+            .put_session(session(1, "alice", ALICE, T0 + 10_000))
+            .await
+            .unwrap();
+        f.store
+            .enqueue_to(&ALICE, vec![msg("a"), msg("b")])
+            .await
+            .unwrap();
+        f.store.ack(&ALICE, &[Seq(1)]).await.unwrap();
+        let f = f.reopen();
+        let s = &f.store;
+        assert_eq!(
+            s.account_by_identity(&ALICE).await.unwrap(),
+            Some(account("alice", ALICE))
+        );
+        assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
+        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(seqs(&p), vec![2]);
+        assert_eq!(&p.messages[0].payload[..], b"b");
+        assert_eq!(
+            s.queue_depth(&ALICE).await.unwrap(),
+            QueueDepth {
+                messages: 1,
+                bytes: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn second_open_of_a_directory_is_refused() {
+        let f = Fixture::new();
+        let again = FjallStore::open(f.dir.path(), StoreOptions::default());
+        assert!(
+            matches!(again, Err(StoreError::Unavailable(_))),
+            "{again:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_enqueues_get_distinct_consecutive_seqs_and_share_syncs() {
+        let f = with_alice().await;
+        let before = f.store.sync_count();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = f.store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.enqueue_to(&ALICE, vec![msg(&format!("{i}"))])
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.extend(t.await.unwrap().into_iter().map(|s| s.0));
+        }
+        got.sort_unstable();
+        assert_eq!(got, (1..=200).collect::<Vec<_>>());
+        let syncs = f.store.sync_count() - before;
+        assert!(
+            syncs < 100,
+            "group commit must share syncs: {syncs} syncs for 200 writes"
+        );
+        // Every seq maps to exactly one stored message, in order.
+        let p = f.store.peek(&ALICE, Seq::ZERO, 1_000).await.unwrap();
+        assert_eq!(seqs(&p), (1..=200).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn sync_each_write_syncs_once_per_write() {
+        let f = Fixture::with(Durability::SyncEachWrite, QueueLimits::default());
+        f.store
+            .create_account(account("alice", ALICE))
+            .await
+            .unwrap();
+        let before = f.store.sync_count();
+        for _ in 0..5 {
+            f.store.enqueue_to(&ALICE, vec![msg("a")]).await.unwrap();
+        }
+        assert_eq!(f.store.sync_count() - before, 5);
+        // Reads do not sync.
+        f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(f.store.sync_count() - before, 5);
+    }
+
+    #[tokio::test]
+    async fn failed_sync_answers_unavailable_never_ok() {
+        for durability in [Durability::GroupCommit, Durability::SyncEachWrite] {
+            let f = Fixture::with(durability, QueueLimits::default());
+            f.store
+                .create_account(account("alice", ALICE))
+                .await
+                .unwrap();
+            f.store.enqueue_to(&ALICE, vec![msg("kept")]).await.unwrap();
+            f.store.inject_sync_failure_for_tests();
+            let r = f.store.enqueue_to(&ALICE, vec![msg("lost")]).await;
+            assert!(
+                matches!(r, Err(StoreError::Unavailable(_))),
+                "{durability:?}: {r:?}"
+            );
+            // Sticky: later writes and reads are refused too.
+            let r = f.store.enqueue_to(&ALICE, vec![msg("later")]).await;
+            assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+            assert!(matches!(
+                f.store.peek(&ALICE, Seq::ZERO, 1).await,
+                Err(StoreError::Unavailable(_))
+            ));
+            assert!(matches!(
+                f.store.session_by_token_hash(&[0; 32]).await,
+                Err(StoreError::Unavailable(_))
+            ));
+            // After a restart the acknowledged message is there.
+            let f = f.reopen();
+            let p = f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+            assert_eq!(&p.messages[0].payload[..], b"kept");
+        }
+    }
+}
