@@ -197,13 +197,15 @@ mod tests {
         let first = live.waiter(alice);
         let second = live.waiter(alice);
         assert_eq!(live.waiter_entries(), 1);
-        let notified = first.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        live.wake(&alice);
-        tokio::time::timeout(std::time::Duration::from_secs(1), notified)
-            .await
-            .expect("woken");
+        {
+            let notified = first.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            live.wake(&alice);
+            tokio::time::timeout(std::time::Duration::from_secs(1), notified)
+                .await
+                .expect("woken");
+        }
         live.release_waiter(&alice, first);
         assert_eq!(live.waiter_entries(), 1, "still held by the second waiter");
         live.release_waiter(&alice, second);
