@@ -19,12 +19,21 @@ pub mod auth;
 pub mod store;
 
 mod accounts;
+mod blobs;
+mod channels;
 mod clock;
 mod config;
 mod delivery;
+mod devices;
 mod errors;
+mod federation;
 mod health;
+mod keys;
+mod kt;
 mod live;
+mod moderation;
+mod p2p;
+mod recovery;
 mod service;
 mod session;
 

@@ -10,7 +10,7 @@ use crate::health;
 use crate::store::Store;
 
 /// The answer of a method that is not implemented yet.
-fn not_yet(method: MethodId) -> Status {
+pub(crate) fn not_yet(method: MethodId) -> Status {
     Status::unavailable(format!(
         "{} ({}) is not implemented yet",
         method.name(),
@@ -101,122 +101,122 @@ impl<S: Store> QpqService for Messenger<S> {
 
     async fn upload_key_package(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::UploadKeyPackageRequest,
+        ctx: Ctx<Session>,
+        request: proto::UploadKeyPackageRequest,
     ) -> Result<proto::UploadKeyPackageResponse, Status> {
-        Err(not_yet(MethodId::UploadKeyPackage))
+        Messenger::upload_key_package(self, ctx, request).await
     }
 
     async fn fetch_key_package(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FetchKeyPackageRequest,
+        ctx: Ctx<Session>,
+        request: proto::FetchKeyPackageRequest,
     ) -> Result<proto::FetchKeyPackageResponse, Status> {
-        Err(not_yet(MethodId::FetchKeyPackage))
+        Messenger::fetch_key_package(self, ctx, request).await
     }
 
     async fn upload_hybrid_key(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::UploadHybridKeyRequest,
+        ctx: Ctx<Session>,
+        request: proto::UploadHybridKeyRequest,
     ) -> Result<proto::UploadHybridKeyResponse, Status> {
-        Err(not_yet(MethodId::UploadHybridKey))
+        Messenger::upload_hybrid_key(self, ctx, request).await
     }
 
     async fn fetch_hybrid_key(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FetchHybridKeyRequest,
+        ctx: Ctx<Session>,
+        request: proto::FetchHybridKeyRequest,
     ) -> Result<proto::FetchHybridKeyResponse, Status> {
-        Err(not_yet(MethodId::FetchHybridKey))
+        Messenger::fetch_hybrid_key(self, ctx, request).await
     }
 
     async fn fetch_hybrid_keys(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FetchHybridKeysRequest,
+        ctx: Ctx<Session>,
+        request: proto::FetchHybridKeysRequest,
     ) -> Result<proto::FetchHybridKeysResponse, Status> {
-        Err(not_yet(MethodId::FetchHybridKeys))
+        Messenger::fetch_hybrid_keys(self, ctx, request).await
     }
 
     async fn create_channel(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::CreateChannelRequest,
+        ctx: Ctx<Session>,
+        request: proto::CreateChannelRequest,
     ) -> Result<proto::CreateChannelResponse, Status> {
-        Err(not_yet(MethodId::CreateChannel))
+        Messenger::create_channel(self, ctx, request).await
     }
 
     async fn remove_member(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::RemoveMemberRequest,
+        ctx: Ctx<Session>,
+        request: proto::RemoveMemberRequest,
     ) -> Result<proto::RemoveMemberResponse, Status> {
-        Err(not_yet(MethodId::RemoveMember))
+        Messenger::remove_member(self, ctx, request).await
     }
 
     async fn update_group_metadata(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::UpdateGroupMetadataRequest,
+        ctx: Ctx<Session>,
+        request: proto::UpdateGroupMetadataRequest,
     ) -> Result<proto::UpdateGroupMetadataResponse, Status> {
-        Err(not_yet(MethodId::UpdateGroupMetadata))
+        Messenger::update_group_metadata(self, ctx, request).await
     }
 
     async fn list_group_members(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ListGroupMembersRequest,
+        ctx: Ctx<Session>,
+        request: proto::ListGroupMembersRequest,
     ) -> Result<proto::ListGroupMembersResponse, Status> {
-        Err(not_yet(MethodId::ListGroupMembers))
+        Messenger::list_group_members(self, ctx, request).await
     }
 
     async fn rotate_keys(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::RotateKeysRequest,
+        ctx: Ctx<Session>,
+        request: proto::RotateKeysRequest,
     ) -> Result<proto::RotateKeysResponse, Status> {
-        Err(not_yet(MethodId::RotateKeys))
+        Messenger::rotate_keys(self, ctx, request).await
     }
 
     async fn report_message(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ReportMessageRequest,
+        ctx: Ctx<Session>,
+        request: proto::ReportMessageRequest,
     ) -> Result<proto::ReportMessageResponse, Status> {
-        Err(not_yet(MethodId::ReportMessage))
+        Messenger::report_message(self, ctx, request).await
     }
 
     async fn ban_user(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::BanUserRequest,
+        ctx: Ctx<Session>,
+        request: proto::BanUserRequest,
     ) -> Result<proto::BanUserResponse, Status> {
-        Err(not_yet(MethodId::BanUser))
+        Messenger::ban_user(self, ctx, request).await
     }
 
     async fn unban_user(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::UnbanUserRequest,
+        ctx: Ctx<Session>,
+        request: proto::UnbanUserRequest,
     ) -> Result<proto::UnbanUserResponse, Status> {
-        Err(not_yet(MethodId::UnbanUser))
+        Messenger::unban_user(self, ctx, request).await
     }
 
     async fn list_reports(
         &self,
-        _ctx: Ctx<Admin>,
-        _request: proto::ListReportsRequest,
+        ctx: Ctx<Admin>,
+        request: proto::ListReportsRequest,
     ) -> Result<proto::ListReportsResponse, Status> {
-        Err(not_yet(MethodId::ListReports))
+        Messenger::list_reports(self, ctx, request).await
     }
 
     async fn list_banned(
         &self,
-        _ctx: Ctx<Admin>,
-        _request: proto::ListBannedRequest,
+        ctx: Ctx<Admin>,
+        request: proto::ListBannedRequest,
     ) -> Result<proto::ListBannedResponse, Status> {
-        Err(not_yet(MethodId::ListBanned))
+        Messenger::list_banned(self, ctx, request).await
     }
 
     async fn resolve_user(
@@ -237,114 +237,114 @@ impl<S: Store> QpqService for Messenger<S> {
 
     async fn revoke_key(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::RevokeKeyRequest,
+        ctx: Ctx<Session>,
+        request: proto::RevokeKeyRequest,
     ) -> Result<proto::RevokeKeyResponse, Status> {
-        Err(not_yet(MethodId::RevokeKey))
+        Messenger::revoke_key(self, ctx, request).await
     }
 
     async fn check_revocation(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::CheckRevocationRequest,
+        ctx: Ctx<Session>,
+        request: proto::CheckRevocationRequest,
     ) -> Result<proto::CheckRevocationResponse, Status> {
-        Err(not_yet(MethodId::CheckRevocation))
+        Messenger::check_revocation(self, ctx, request).await
     }
 
     async fn audit_key_transparency(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::AuditKeyTransparencyRequest,
+        ctx: Ctx<Session>,
+        request: proto::AuditKeyTransparencyRequest,
     ) -> Result<proto::AuditKeyTransparencyResponse, Status> {
-        Err(not_yet(MethodId::AuditKeyTransparency))
+        Messenger::audit_key_transparency(self, ctx, request).await
     }
 
     async fn upload_blob(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::UploadBlobRequest,
+        ctx: Ctx<Session>,
+        request: proto::UploadBlobRequest,
     ) -> Result<proto::UploadBlobResponse, Status> {
-        Err(not_yet(MethodId::UploadBlob))
+        Messenger::upload_blob(self, ctx, request).await
     }
 
     async fn download_blob(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::DownloadBlobRequest,
+        ctx: Ctx<Session>,
+        request: proto::DownloadBlobRequest,
     ) -> Result<proto::DownloadBlobResponse, Status> {
-        Err(not_yet(MethodId::DownloadBlob))
+        Messenger::download_blob(self, ctx, request).await
     }
 
     async fn register_device(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::RegisterDeviceRequest,
+        ctx: Ctx<Session>,
+        request: proto::RegisterDeviceRequest,
     ) -> Result<proto::RegisterDeviceResponse, Status> {
-        Err(not_yet(MethodId::RegisterDevice))
+        Messenger::register_device(self, ctx, request).await
     }
 
     async fn list_devices(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ListDevicesRequest,
+        ctx: Ctx<Session>,
+        request: proto::ListDevicesRequest,
     ) -> Result<proto::ListDevicesResponse, Status> {
-        Err(not_yet(MethodId::ListDevices))
+        Messenger::list_devices(self, ctx, request).await
     }
 
     async fn revoke_device(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::RevokeDeviceRequest,
+        ctx: Ctx<Session>,
+        request: proto::RevokeDeviceRequest,
     ) -> Result<proto::RevokeDeviceResponse, Status> {
-        Err(not_yet(MethodId::RevokeDevice))
+        Messenger::revoke_device(self, ctx, request).await
     }
 
     async fn register_push_token(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::RegisterPushTokenRequest,
+        ctx: Ctx<Session>,
+        request: proto::RegisterPushTokenRequest,
     ) -> Result<proto::RegisterPushTokenResponse, Status> {
-        Err(not_yet(MethodId::RegisterPushToken))
+        Messenger::register_push_token(self, ctx, request).await
     }
 
     async fn store_recovery_bundle(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::StoreRecoveryBundleRequest,
+        ctx: Ctx<Session>,
+        request: proto::StoreRecoveryBundleRequest,
     ) -> Result<proto::StoreRecoveryBundleResponse, Status> {
-        Err(not_yet(MethodId::StoreRecoveryBundle))
+        Messenger::store_recovery_bundle(self, ctx, request).await
     }
 
     async fn fetch_recovery_bundle(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FetchRecoveryBundleRequest,
+        ctx: Ctx<Session>,
+        request: proto::FetchRecoveryBundleRequest,
     ) -> Result<proto::FetchRecoveryBundleResponse, Status> {
-        Err(not_yet(MethodId::FetchRecoveryBundle))
+        Messenger::fetch_recovery_bundle(self, ctx, request).await
     }
 
     async fn delete_recovery_bundle(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::DeleteRecoveryBundleRequest,
+        ctx: Ctx<Session>,
+        request: proto::DeleteRecoveryBundleRequest,
     ) -> Result<proto::DeleteRecoveryBundleResponse, Status> {
-        Err(not_yet(MethodId::DeleteRecoveryBundle))
+        Messenger::delete_recovery_bundle(self, ctx, request).await
     }
 
     async fn publish_endpoint(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::PublishEndpointRequest,
+        ctx: Ctx<Session>,
+        request: proto::PublishEndpointRequest,
     ) -> Result<proto::PublishEndpointResponse, Status> {
-        Err(not_yet(MethodId::PublishEndpoint))
+        Messenger::publish_endpoint(self, ctx, request).await
     }
 
     async fn resolve_endpoint(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ResolveEndpointRequest,
+        ctx: Ctx<Session>,
+        request: proto::ResolveEndpointRequest,
     ) -> Result<proto::ResolveEndpointResponse, Status> {
-        Err(not_yet(MethodId::ResolveEndpoint))
+        Messenger::resolve_endpoint(self, ctx, request).await
     }
 
     async fn health(
@@ -357,50 +357,50 @@ impl<S: Store> QpqService for Messenger<S> {
 
     async fn relay_enqueue(
         &self,
-        _ctx: Ctx<FederationPeer>,
-        _request: proto::RelayEnqueueRequest,
+        ctx: Ctx<FederationPeer>,
+        request: proto::RelayEnqueueRequest,
     ) -> Result<proto::RelayEnqueueResponse, Status> {
-        Err(not_yet(MethodId::RelayEnqueue))
+        Messenger::relay_enqueue(self, ctx, request).await
     }
 
     async fn relay_batch_enqueue(
         &self,
-        _ctx: Ctx<FederationPeer>,
-        _request: proto::RelayBatchEnqueueRequest,
+        ctx: Ctx<FederationPeer>,
+        request: proto::RelayBatchEnqueueRequest,
     ) -> Result<proto::RelayBatchEnqueueResponse, Status> {
-        Err(not_yet(MethodId::RelayBatchEnqueue))
+        Messenger::relay_batch_enqueue(self, ctx, request).await
     }
 
     async fn proxy_fetch_key_package(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ProxyFetchKeyPackageRequest,
+        ctx: Ctx<Session>,
+        request: proto::ProxyFetchKeyPackageRequest,
     ) -> Result<proto::ProxyFetchKeyPackageResponse, Status> {
-        Err(not_yet(MethodId::ProxyFetchKeyPackage))
+        Messenger::proxy_fetch_key_package(self, ctx, request).await
     }
 
     async fn proxy_fetch_hybrid_key(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ProxyFetchHybridKeyRequest,
+        ctx: Ctx<Session>,
+        request: proto::ProxyFetchHybridKeyRequest,
     ) -> Result<proto::ProxyFetchHybridKeyResponse, Status> {
-        Err(not_yet(MethodId::ProxyFetchHybridKey))
+        Messenger::proxy_fetch_hybrid_key(self, ctx, request).await
     }
 
     async fn proxy_resolve_user(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::ProxyResolveUserRequest,
+        ctx: Ctx<Session>,
+        request: proto::ProxyResolveUserRequest,
     ) -> Result<proto::ProxyResolveUserResponse, Status> {
-        Err(not_yet(MethodId::ProxyResolveUser))
+        Messenger::proxy_resolve_user(self, ctx, request).await
     }
 
     async fn federation_health(
         &self,
-        _ctx: Ctx<Session>,
-        _request: proto::FederationHealthRequest,
+        ctx: Ctx<Session>,
+        request: proto::FederationHealthRequest,
     ) -> Result<proto::FederationHealthResponse, Status> {
-        Err(not_yet(MethodId::FederationHealth))
+        Messenger::federation_health(self, ctx, request).await
     }
 
     async fn delete_account(

@@ -340,6 +340,9 @@ impl fmt::Debug for Clock {
 /// mutating method is durable on `Ok` (see the module doc for the policy). Methods that take
 /// a recipient act on that identity's queue only; checking that the caller may touch it is
 /// the handler's job.
+///
+/// The traits of further method groups (keys, channels, blobs, ...) are supertraits, added
+/// to this list as each group lands, so `S: Store` names every capability a handler needs.
 pub trait Store: Send + Sync + 'static {
     /// Registers an account. Fails with [`StoreError::UsernameTaken`] or
     /// [`StoreError::IdentityTaken`] when either is bound already.

@@ -85,8 +85,19 @@ struct Inner {
     engine: Arc<Engine>,
 }
 
+/// Keyspaces of the method groups beyond accounts, sessions and queues, opened by name.
+/// A group's file (a child module of this one, e.g. `fjall/keys.rs`) adds its names here and
+/// reaches them with [`Engine::ks`].
+const GROUP_KEYSPACES: &[&str] = &[];
+
 /// The database and its keyspaces; shared by the writer thread and the readers.
 struct Engine {
+    /// Group keyspaces by name (see [`GROUP_KEYSPACES`]).
+    #[expect(
+        dead_code,
+        reason = "read by the first method group that adds a keyspace"
+    )]
+    groups: BTreeMap<&'static str, Keyspace>,
     health: Arc<Health>,
     accounts: Keyspace,
     identities: Keyspace,
@@ -134,7 +145,12 @@ impl FjallStore {
                 .map_err(engine_err)
         };
         let health = Arc::new(Health::default());
+        let mut groups = BTreeMap::new();
+        for name in GROUP_KEYSPACES {
+            groups.insert(*name, keyspace(name)?);
+        }
         let engine = Arc::new(Engine {
+            groups,
             health: Arc::clone(&health),
             accounts: keyspace("accounts")?,
             identities: keyspace("identities")?,
@@ -220,6 +236,27 @@ impl FjallStore {
 }
 
 impl Engine {
+    /// A group keyspace by name; its absence from [`GROUP_KEYSPACES`] is a bug.
+    #[expect(
+        dead_code,
+        reason = "used by the first method group that adds a keyspace"
+    )]
+    fn ks(&self, name: &'static str) -> Result<&Keyspace, StoreError> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("keyspace {name} was not opened")))
+    }
+
+    /// Removes what the method groups keep for an account (keys, devices, ...) as part of
+    /// its deletion batch. Each group adds its call here.
+    fn delete_group_data(
+        &self,
+        _batch: &mut OwnedWriteBatch,
+        _account: &Account,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Commits `batch`; `true` if it held anything (the writer then syncs for it).
     fn commit(&self, batch: OwnedWriteBatch) -> Result<bool, StoreError> {
         if batch.is_empty() {
@@ -394,6 +431,7 @@ impl Engine {
             messages_removed += 1;
         }
         batch.remove(&self.queue_meta, identity.to_vec());
+        self.delete_group_data(&mut batch, &account)?;
         let committed = self.commit(batch)?;
         Ok((
             DeletedAccount {
