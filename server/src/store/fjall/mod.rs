@@ -93,10 +93,6 @@ const GROUP_KEYSPACES: &[&str] = &[];
 /// The database and its keyspaces; shared by the writer thread and the readers.
 struct Engine {
     /// Group keyspaces by name (see [`GROUP_KEYSPACES`]).
-    #[expect(
-        dead_code,
-        reason = "read by the first method group that adds a keyspace"
-    )]
     groups: BTreeMap<&'static str, Keyspace>,
     health: Arc<Health>,
     accounts: Keyspace,
