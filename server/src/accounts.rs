@@ -44,8 +44,13 @@ pub(crate) fn check_identity_key(key: &[u8]) -> Result<[u8; 32], Status> {
             key.len()
         ))
     })?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
         .map_err(|_| Status::bad_request("identity_key is not a valid Ed25519 public key"))?;
+    if key.is_weak() {
+        return Err(Status::bad_request(
+            "identity_key is a weak (small-order) Ed25519 key; generate a proper key pair",
+        ));
+    }
     Ok(bytes)
 }
 

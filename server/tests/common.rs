@@ -114,3 +114,72 @@ pub(crate) fn code<T: std::fmt::Debug>(result: Result<T, RpcError>) -> StatusCod
         other => panic!("expected a status, got {other:?}"),
     }
 }
+
+/// The real `qpq-server` binary, running in the background.
+pub(crate) struct ServerProcess {
+    pub(crate) child: std::process::Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the binary in `dir` (its working directory) with `args`, and waits for its
+    /// "listening on" line.
+    pub(crate) fn spawn(dir: &std::path::Path, args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("qpq-server starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("a line on stdout")
+            .expect("readable stdout");
+        let addr = line
+            .strip_prefix("qpq-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    /// A client pinned to the certificate in `cert`.
+    pub(crate) async fn client(&self, cert: &std::path::Path) -> QpqClient {
+        let cert = qpq_runtime::tls::load_cert(cert).unwrap();
+        let connection = qpq_runtime::connect(self.addr, &ClientOptions::pinned(cert))
+            .await
+            .unwrap();
+        QpqClient::new(connection)
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits up to 10 s for the process to exit.
+    pub(crate) fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not stop on SIG{signal}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
