@@ -1,0 +1,49 @@
+//! `qpq-bench`: measures quicproquo on this machine and prints tables.
+//!
+//! Run everything: `cargo run --release --locked -p qpq-bench`
+//! One section:    `cargo run --release --locked -p qpq-bench -- enqueue`
+//!
+//! Every figure in a table is measured in the same run, side by side, so ratios stay
+//! meaningful on a shared, noisy machine; absolute numbers vary between runs.
+
+mod enqueue;
+mod stats;
+
+use clap::{Parser, ValueEnum};
+
+/// Benchmarks of quicproquo, printed as tables.
+#[derive(Debug, Parser)]
+#[command(name = "qpq-bench")]
+struct Args {
+    /// Sections to run (all when none is given).
+    sections: Vec<Section>,
+    /// Seconds to measure each configuration.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    /// Durable Enqueue throughput: group commit vs one sync per write.
+    Enqueue,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sections = if args.sections.is_empty() {
+        vec![Section::Enqueue]
+    } else {
+        args.sections.clone()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let duration = std::time::Duration::from_secs_f64(args.seconds);
+    for section in sections {
+        match section {
+            Section::Enqueue => runtime.block_on(enqueue::run(duration))?,
+        }
+    }
+    Ok(())
+}
