@@ -11,12 +11,14 @@
 //! ```
 
 mod auth;
+pub mod profile;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 pub use auth::OpaqueError;
 use bytes::Bytes;
+pub use profile::{Profile, ProfileError, SavedSession, Settings};
 pub use qpq_runtime::{ClientOptions, RpcError, Status, StatusCode};
 pub use qpq_schema::{Event, QpqClient, proto};
 
