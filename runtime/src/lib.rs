@@ -21,7 +21,7 @@ pub use quinn;
 
 pub use client::{ClientOptions, ConnectError, Connection, RpcError, connect};
 pub use push::{PushError, PushReceiver, PushSink};
-pub use server::{Server, ServerError, ServerHandle, ServerOptions};
+pub use server::{Observer, Server, ServerError, ServerHandle, ServerOptions};
 pub use service::{
     Admin, Anonymous, AuthLevel, Authenticator, BoxFuture, CallInfo, ConnectionInfo, Ctx, Dispatch,
     EventDescriptor, FederationPeer, MethodDescriptor, NoAuth, Principal, Session,

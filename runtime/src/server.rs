@@ -32,8 +32,31 @@ use crate::service::{BoxFuture, CallInfo, ConnectionInfo, Dispatch, MethodDescri
 use crate::tls::{self, TlsError, TlsIdentity};
 use crate::wire::{self, RequestHeader, Status, StatusCode};
 
+/// Receives what the server does, for metrics. Called inline on the hot path: keep it cheap
+/// (atomic counters, no locks held long, no I/O).
+pub trait Observer: Send + Sync + 'static {
+    /// A call finished (answered, or abandoned by the client: `status` is `None`).
+    fn call_finished(
+        &self,
+        method: &'static MethodDescriptor,
+        status: Option<StatusCode>,
+        latency: Duration,
+    );
+
+    /// A request named a method ID that is not registered.
+    fn unknown_method(&self, method_id: u16) {
+        let _ = method_id;
+    }
+
+    /// A connection finished its handshake.
+    fn connection_opened(&self) {}
+
+    /// A connection closed.
+    fn connection_closed(&self) {}
+}
+
 /// Limits and timeouts of a server. The defaults are safe for the open internet.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ServerOptions {
     /// Connections beyond this are refused.
@@ -59,6 +82,25 @@ pub struct ServerOptions {
     pub retry_above_pending_handshakes: usize,
     /// UDP socket send and receive buffer size requested from the kernel.
     pub socket_buffer_bytes: usize,
+    /// Where calls and connections are reported (metrics); none by default.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("max_connections", &self.max_connections)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("stream_receive_window", &self.stream_receive_window)
+            .field("connection_receive_window", &self.connection_receive_window)
+            .field("send_window", &self.send_window)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("push_buffer", &self.push_buffer)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerOptions {
@@ -75,6 +117,7 @@ impl Default for ServerOptions {
             push_buffer: 256,
             retry_above_pending_handshakes: 128,
             socket_buffer_bytes: 2 << 20,
+            observer: None,
         }
     }
 }
@@ -289,6 +332,20 @@ async fn handle_connection(
     options: ServerOptions,
 ) {
     tracing::debug!("connection established");
+    let observer = options.observer.clone();
+    if let Some(observer) = &observer {
+        observer.connection_opened();
+    }
+    // Reports the close however this function ends.
+    struct Closed(Option<Arc<dyn Observer>>);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            if let Some(observer) = &self.0 {
+                observer.connection_closed();
+            }
+        }
+    }
+    let _closed = Closed(observer.clone());
     let push = start_push_writer(connection.clone(), options.push_buffer);
     let info = ConnectionInfo::new(id, connection.clone(), peer_cert_sha256(&connection), push);
     loop {
@@ -297,8 +354,9 @@ async fn handle_connection(
                 let dispatch = dispatch.clone();
                 let info = info.clone();
                 let header_timeout = options.header_timeout;
+                let observer = observer.clone();
                 tokio::spawn(async move {
-                    handle_stream(send, recv, dispatch, info, header_timeout).await;
+                    handle_stream(send, recv, dispatch, info, header_timeout, observer).await;
                 });
             }
             Err(error) => {
@@ -322,6 +380,7 @@ async fn handle_stream(
     dispatch: Arc<dyn Dispatch>,
     connection: ConnectionInfo,
     header_timeout: Duration,
+    observer: Option<Arc<dyn Observer>>,
 ) {
     let started = Instant::now();
     let mut header = [0u8; wire::REQUEST_HEADER_LEN];
@@ -346,6 +405,9 @@ async fn handle_stream(
     let Some(method) = dispatch.method(header.method_id) else {
         let _ = recv.stop(VarInt::from_u32(crate::STREAM_REFUSED));
         tracing::debug!(method_id = header.method_id, "unknown method");
+        if let Some(observer) = &observer {
+            observer.unknown_method(header.method_id);
+        }
         write_response(
             &mut send,
             header.req_id,
@@ -367,19 +429,23 @@ async fn handle_stream(
     )
     .instrument(span.clone())
     .await;
-    let status = match outcome {
+    let code = match outcome {
         Outcome::Respond(req_id, result) => {
             let code = match &result {
                 Ok(_) => StatusCode::Ok,
                 Err(status) => status.code(),
             };
             write_response(&mut send, req_id, result).await;
-            code.name()
+            Some(code)
         }
-        Outcome::Abandon => "Cancelled",
+        Outcome::Abandon => None,
     };
-    span.record("status", status);
-    span.record("latency_us", started.elapsed().as_micros() as u64);
+    let latency = started.elapsed();
+    if let Some(observer) = &observer {
+        observer.call_finished(method, code, latency);
+    }
+    span.record("status", code.map_or("Cancelled", StatusCode::name));
+    span.record("latency_us", latency.as_micros() as u64);
     tracing::debug!(parent: &span, "call finished");
 }
 
