@@ -62,6 +62,27 @@ pub struct Config {
     #[arg(long, env = "QPQ_SYNC_EACH_WRITE")]
     pub sync_each_write: bool,
 
+    /// Largest blob (attachment) an upload may declare, in bytes.
+    #[arg(long, env = "QPQ_BLOB_MAX_BYTES", default_value_t = 256 << 20)]
+    pub blob_max_bytes: u64,
+
+    /// Blob storage per account, in bytes: the size of every blob the account uploaded (each
+    /// account is charged for its own uploads, even when identical content is stored once)
+    /// plus its unfinished uploads.
+    #[arg(long, env = "QPQ_BLOB_QUOTA_BYTES", default_value_t = 1 << 30)]
+    pub blob_quota_bytes: u64,
+
+    /// How recent the OPAQUE login of a session must be to fetch the account's recovery
+    /// bundle, in seconds.
+    #[arg(long, env = "QPQ_RECOVERY_FRESH_LOGIN_SECS", default_value_t = 300)]
+    pub recovery_fresh_login_secs: u64,
+
+    /// Allow push endpoints on loopback, private and link-local addresses. Off by default,
+    /// so users cannot make the server post to services on its own network; turn it on for
+    /// a UnifiedPush distributor on the same host or LAN.
+    #[arg(long, env = "QPQ_PUSH_ALLOW_PRIVATE_ENDPOINTS")]
+    pub push_allow_private_endpoints: bool,
+
     /// DNS names put in a generated certificate (comma-separated).
     #[arg(
         long,

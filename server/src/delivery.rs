@@ -155,6 +155,8 @@ impl<S: Store> Messenger<S> {
         self.live.wake(recipient);
         let connections = self.live.connections_of(recipient);
         if connections.is_empty() {
+            // Nobody is connected: wake the devices that have push tokens.
+            self.push.request(*recipient);
             return;
         }
         let small = message.payload.len() <= PUSH_PAYLOAD_MAX;

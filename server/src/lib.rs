@@ -33,6 +33,7 @@ mod kt;
 mod live;
 mod moderation;
 mod p2p;
+mod push;
 mod recovery;
 mod service;
 mod session;
@@ -59,6 +60,10 @@ pub struct Messenger<S: Store = FjallStore> {
     opaque: OpaqueServer,
     limiter: LoginLimiter,
     live: Arc<Live>,
+    /// Wake-up requests for offline devices (see `push.rs`).
+    push: push::PushQueue,
+    /// Last calls of devices, until the sweeper records them.
+    seen: devices::SeenDevices,
 }
 
 impl<S: Store> Messenger<S> {
@@ -71,6 +76,8 @@ impl<S: Store> Messenger<S> {
             opaque,
             limiter: LoginLimiter::new(LimiterConfig::default()),
             live: Arc::new(Live::default()),
+            push: push::PushQueue::default(),
+            seen: devices::SeenDevices::default(),
         }
     }
 
@@ -162,6 +169,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = server.local_addr()?;
     let handle = server.handle();
+    let pusher = tokio::spawn(push::run(
+        messenger.clone(),
+        push::HttpPushGateway::new(config.push_allow_private_endpoints),
+    ));
     let sweeper = tokio::spawn(sweep(messenger));
     let serve = tokio::spawn(server.serve());
     tracing::info!(
@@ -173,11 +184,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         addr,
         identity,
         handle,
-        tasks: vec![serve, sweeper],
+        tasks: vec![serve, sweeper, pusher],
     })
 }
 
-/// Deletes expired messages and sessions, and forgets expired logins, once a minute.
+/// Deletes expired messages, sessions, blob uploads and P2P endpoints, forgets expired
+/// logins and records device last-seen times, once a minute.
 async fn sweep<S: Store>(messenger: Arc<Messenger<S>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -193,5 +205,8 @@ async fn sweep<S: Store>(messenger: Arc<Messenger<S>>) {
                 }
             }
         }
+        messenger.sweep_uploads().await;
+        messenger.sweep_endpoints().await;
+        messenger.flush_last_seen().await;
     }
 }

@@ -58,6 +58,9 @@ impl<S: Store> Messenger<S> {
             .ok_or_else(|| {
                 Status::unauthorized("session token is invalid, expired or revoked; log in again")
             })?;
+        if let Some(device) = record.device_id.as_deref() {
+            self.seen.touch(&record.identity_key, device);
+        }
         let identity = record.identity_key;
         let session_id = record.token_hash;
         let connection = call.connection();

@@ -29,8 +29,12 @@
 //! returned; expired messages are never returned and are deleted when met by `fetch`, by
 //! `enqueue` on a full queue, and by [`Store::purge_expired`], which a periodic sweeper calls.
 
+mod blobs;
 mod codec;
+mod devices;
 mod fjall;
+mod p2p;
+mod recovery;
 mod writer;
 
 use std::fmt;
@@ -38,7 +42,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use self::blobs::{
+    BLOB_PIECE_BYTES, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, NewUpload,
+    PurgedUploads, UploadId, UploadState, piece_count,
+};
+pub use self::devices::{
+    DeviceError, DeviceId, DeviceRecord, DeviceStore, PushPlatform, PushToken, Registered,
+};
 pub use self::fjall::{FjallStore, StoreOptions};
+pub use self::p2p::{EndpointRecord, P2pStore};
+pub use self::recovery::RecoveryStore;
 
 /// An Ed25519 identity public key: the address of a queue and the key of an account.
 pub type IdentityKey = [u8; 32];
@@ -343,7 +356,15 @@ impl fmt::Debug for Clock {
 ///
 /// The traits of further method groups (keys, channels, blobs, ...) are supertraits, added
 /// to this list as each group lands, so `S: Store` names every capability a handler needs.
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    Send
+    + Sync
+    + 'static
+    + blobs::BlobStore
+    + devices::DeviceStore
+    + recovery::RecoveryStore
+    + p2p::P2pStore
+{
     /// Registers an account. Fails with [`StoreError::UsernameTaken`] or
     /// [`StoreError::IdentityTaken`] when either is bound already.
     fn create_account(

@@ -36,6 +36,12 @@
 //! on the caller's task: they touch the memtable or block cache and cost microseconds, less
 //! than a hop to another thread would. Scans (`peek`) run on tokio's blocking pool.
 
+mod blobs;
+mod devices;
+mod p2p;
+mod record;
+mod recovery;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -88,7 +94,22 @@ struct Inner {
 /// Keyspaces of the method groups beyond accounts, sessions and queues, opened by name.
 /// A group's file (a child module of this one, e.g. `fjall/keys.rs`) adds its names here and
 /// reaches them with [`Engine::ks`].
-const GROUP_KEYSPACES: &[&str] = &[];
+const GROUP_KEYSPACES: &[&str] = &[
+    // blobs.rs (blob_chunks is opened with its own options)
+    "blobs",
+    "blob_refs",
+    "blob_usage",
+    "blob_uploads",
+    "blob_upload_expiry",
+    "blob_upload_owner",
+    // devices.rs
+    "devices",
+    // recovery.rs
+    "recovery_bundles",
+    // p2p.rs
+    "p2p_endpoints",
+    "p2p_expiry",
+];
 
 /// The database and its keyspaces; shared by the writer thread and the readers.
 struct Engine {
@@ -145,6 +166,7 @@ impl FjallStore {
         for name in GROUP_KEYSPACES {
             groups.insert(*name, keyspace(name)?);
         }
+        groups.insert(blobs::CHUNKS, blobs::open_chunks(&db)?);
         let engine = Arc::new(Engine {
             groups,
             health: Arc::clone(&health),
@@ -233,10 +255,6 @@ impl FjallStore {
 
 impl Engine {
     /// A group keyspace by name; its absence from [`GROUP_KEYSPACES`] is a bug.
-    #[expect(
-        dead_code,
-        reason = "used by the first method group that adds a keyspace"
-    )]
     fn ks(&self, name: &'static str) -> Result<&Keyspace, StoreError> {
         self.groups
             .get(name)
@@ -247,9 +265,13 @@ impl Engine {
     /// its deletion batch. Each group adds its call here.
     fn delete_group_data(
         &self,
-        _batch: &mut OwnedWriteBatch,
-        _account: &Account,
+        batch: &mut OwnedWriteBatch,
+        account: &Account,
     ) -> Result<(), StoreError> {
+        self.delete_blob_data(batch, account)?;
+        self.delete_device_data(batch, account)?;
+        self.delete_recovery_data(batch, account)?;
+        self.delete_p2p_data(batch, account)?;
         Ok(())
     }
 
@@ -450,6 +472,8 @@ impl Engine {
             Some(a) if a.identity_key == session.identity_key => {}
             _ => return Err(StoreError::NotFound),
         }
+        // A revoked device id never gets a session again.
+        self.check_device_usable(session)?;
         if self
             .sessions
             .contains_key(session.token_hash)
