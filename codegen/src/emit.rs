@@ -192,6 +192,14 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
                     #(MethodId::#variants => &METHODS[#indices],)*
                 }
             }
+
+            /// Decodes `body` as this method's request message, as the dispatch would, and
+            /// drops it (for tools, tests and fuzzing).
+            pub fn check_request(self, body: &[u8]) -> ::std::result::Result<(), ::prost::DecodeError> {
+                match self {
+                    #(MethodId::#variants => <proto::#requests as ::prost::Message>::decode(body).map(drop),)*
+                }
+            }
         }
 
         impl ::std::convert::TryFrom<u16> for MethodId {

@@ -156,6 +156,34 @@ impl MethodId {
             MethodId::Relay => &METHODS[6],
         }
     }
+    /// Decodes `body` as this method's request message, as the dispatch would, and
+    /// drops it (for tools, tests and fuzzing).
+    pub fn check_request(
+        self,
+        body: &[u8],
+    ) -> ::std::result::Result<(), ::prost::DecodeError> {
+        match self {
+            MethodId::Echo => {
+                <proto::EchoRequest as ::prost::Message>::decode(body).map(drop)
+            }
+            MethodId::Sleep => {
+                <proto::SleepRequest as ::prost::Message>::decode(body).map(drop)
+            }
+            MethodId::Panic => <proto::Empty as ::prost::Message>::decode(body).map(drop),
+            MethodId::PushTicks => {
+                <proto::PushTicksRequest as ::prost::Message>::decode(body).map(drop)
+            }
+            MethodId::Whoami => {
+                <proto::WhoamiRequest as ::prost::Message>::decode(body).map(drop)
+            }
+            MethodId::Reset => {
+                <proto::ResetRequest as ::prost::Message>::decode(body).map(drop)
+            }
+            MethodId::Relay => {
+                <proto::RelayRequest as ::prost::Message>::decode(body).map(drop)
+            }
+        }
+    }
 }
 impl ::std::convert::TryFrom<u16> for MethodId {
     type Error = u16;
