@@ -173,6 +173,27 @@ impl Builder {
     }
 }
 
+/// Compiles every `.proto` file of `proto_dir` with protox.
+pub fn compile_protos(proto_dir: &Path) -> Result<prost_types::FileDescriptorSet, Error> {
+    let builder = Builder::new("", proto_dir);
+    let files = builder.proto_files()?;
+    let names: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(PathBuf::from))
+        .collect();
+    protox::compile(&names, [proto_dir]).map_err(|e| Error::Proto(format!("{e:?}")))
+}
+
+/// Parses and validates the text of a `methods.toml` against compiled protos, listing every
+/// problem (for tools and fuzzing; [`Builder`] does this from files).
+pub fn validate_text(
+    text: &str,
+    protos: &prost_types::FileDescriptorSet,
+) -> Result<Service, Vec<String>> {
+    let raw = schema::parse(text)?;
+    schema::validate(raw, protos)
+}
+
 /// Runs prost over the package's files and returns the messages' Rust source.
 fn prost_messages(package: &str, fds: prost_types::FileDescriptorSet) -> Result<String, Error> {
     let requests: Vec<_> = fds
