@@ -45,17 +45,16 @@ fn piece_len(size: u64, index: u64) -> u64 {
         .min(BLOB_PIECE_BYTES)
 }
 
-/// SHA-256 off the async workers (a 1 MiB piece takes milliseconds).
-async fn sha256_of(piece: Bytes) -> Result<(Bytes, [u8; 32]), Status> {
-    tokio::task::spawn_blocking(move || {
-        let hash = Sha256::digest(&piece).into();
-        (piece, hash)
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "hashing task failed");
-        Status::internal()
-    })
+/// Checks a stored piece against the length and SHA-256 recorded at commit.
+fn check_piece(piece: &[u8], len: u64, expected: Option<[u8; 32]>) -> Result<(), &'static str> {
+    if piece.len() as u64 != len {
+        return Err("piece has the wrong length");
+    }
+    let hash: [u8; 32] = Sha256::digest(piece).into();
+    if expected != Some(hash) {
+        return Err("piece SHA-256 differs from the one recorded at commit");
+    }
+    Ok(())
 }
 
 fn blob_error(error: BlobError) -> Status {
@@ -297,14 +296,9 @@ impl<S: Store> Messenger<S> {
         let mut data = BytesMut::with_capacity(want as usize);
         if want > 0 {
             for index in offset / BLOB_PIECE_BYTES..=(end - 1) / BLOB_PIECE_BYTES {
+                let expected = meta.piece_hashes.get(index as usize).copied();
                 let piece = self
-                    .verified_piece(
-                        &meta.id,
-                        &meta.storage,
-                        &meta.piece_hashes,
-                        meta.size,
-                        index,
-                    )
+                    .verified_piece(&meta.id, &meta.storage, expected, meta.size, index)
                     .await?;
                 let start = index * BLOB_PIECE_BYTES;
                 let from = offset.max(start) - start;
@@ -326,12 +320,12 @@ impl<S: Store> Messenger<S> {
         &self,
         blob_id: &BlobId,
         storage: &UploadId,
-        hashes: &[[u8; 32]],
+        expected: Option<[u8; 32]>,
         size: u64,
         index: u64,
     ) -> Result<Bytes, Status> {
-        let corrupt = |what: &str| {
-            tracing::error!(blob = %hex(blob_id), index, problem = what, "stored blob is corrupt; refusing to serve it");
+        let corrupt = |problem: &str| {
+            tracing::error!(blob = %hex(blob_id), index, problem, "stored blob is corrupt; refusing to serve it");
             Status::internal()
         };
         let piece = self
@@ -340,15 +334,17 @@ impl<S: Store> Messenger<S> {
             .await
             .map_err(errors::store)?
             .ok_or_else(|| corrupt("piece missing"))?;
-        if piece.len() as u64 != piece_len(size, index) {
-            return Err(corrupt("piece has the wrong length"));
-        }
-        let (piece, hash) = sha256_of(piece).await?;
-        if hashes.get(index as usize) != Some(&hash) {
-            return Err(corrupt(
-                "piece SHA-256 differs from the one recorded at commit",
-            ));
-        }
+        let len = piece_len(size, index);
+        let (piece, checked) = tokio::task::spawn_blocking(move || {
+            let checked = check_piece(&piece, len, expected);
+            (piece, checked)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "hashing task failed");
+            Status::internal()
+        })?;
+        checked.map_err(corrupt)?;
         Ok(piece)
     }
 
@@ -385,5 +381,17 @@ mod tests {
         assert_eq!(piece_len(5, 0), 5);
         assert_eq!(piece_count(2 * p + 5), 3);
         assert_eq!(piece_count(2 * p), 2);
+    }
+
+    #[test]
+    fn corrupted_pieces_are_detected() {
+        let piece = vec![7u8; 1000];
+        let hash: [u8; 32] = Sha256::digest(&piece).into();
+        assert_eq!(check_piece(&piece, 1000, Some(hash)), Ok(()));
+        let mut flipped = piece.clone();
+        flipped[500] ^= 1;
+        assert!(check_piece(&flipped, 1000, Some(hash)).is_err());
+        assert!(check_piece(&piece[..999], 1000, Some(hash)).is_err());
+        assert!(check_piece(&piece, 1000, None).is_err());
     }
 }

@@ -718,3 +718,326 @@ impl BlobStore for FjallStore {
         self.write(move |e| e.purge_expired_uploads(now_ms)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::store::{
+        Clock, DeviceRecord, DeviceStore, EndpointRecord, P2pStore, PushPlatform, PushToken,
+        RecoveryStore, Store, StoreOptions,
+    };
+
+    const ALICE: IdentityKey = [0xa1; 32];
+    const BOB: IdentityKey = [0xb0; 32];
+    const T0: u64 = 1_700_000_000_000;
+    const P: usize = BLOB_PIECE_BYTES as usize;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        clock: Arc<AtomicU64>,
+        store: FjallStore,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AtomicU64::new(T0));
+        let c = Arc::clone(&clock);
+        let store = FjallStore::open(
+            dir.path(),
+            StoreOptions {
+                clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for (name, identity) in [("alice", ALICE), ("bob", BOB)] {
+            store
+                .create_account(Account {
+                    username: name.into(),
+                    identity_key: identity,
+                    password_file: vec![1],
+                    created_at_ms: T0,
+                })
+                .await
+                .unwrap();
+        }
+        Fixture {
+            _dir: dir,
+            clock,
+            store,
+        }
+    }
+
+    fn upload(id: u8, owner: IdentityKey, data: &[u8]) -> NewUpload {
+        NewUpload {
+            id: [id; 16],
+            owner,
+            total_size: data.len() as u64,
+            sha256: Sha256::digest(data).into(),
+            mime_type: "x/y".into(),
+            expires_at_ms: T0 + 1_000,
+        }
+    }
+
+    fn hashes(data: &[u8]) -> Vec<[u8; 32]> {
+        data.chunks(P).map(|c| Sha256::digest(c).into()).collect()
+    }
+
+    /// Uploads `data` in `chunk` sized pieces and commits it.
+    async fn put(
+        s: &FjallStore,
+        id: u8,
+        owner: IdentityKey,
+        data: &[u8],
+        chunk: usize,
+    ) -> Committed {
+        let first = chunk.min(data.len());
+        let u = upload(id, owner, data);
+        let mut state = s
+            .start_upload(u, u64::MAX, Bytes::copy_from_slice(&data[..first]))
+            .await
+            .unwrap();
+        while (state.bytes_received as usize) < data.len() {
+            let at = state.bytes_received as usize;
+            let end = (at + chunk).min(data.len());
+            state = s
+                .append_upload(
+                    &owner,
+                    &[id; 16],
+                    at as u64,
+                    Bytes::copy_from_slice(&data[at..end]),
+                )
+                .await
+                .unwrap();
+        }
+        s.commit_upload(&owner, &[id; 16], hashes(data))
+            .await
+            .unwrap()
+    }
+
+    fn count(s: &FjallStore, ks: &'static str) -> usize {
+        s.inner.engine.ks(ks).unwrap().iter().count()
+    }
+
+    #[tokio::test]
+    async fn unaligned_chunks_fill_fixed_pieces() {
+        let f = fixture().await;
+        let data: Vec<u8> = (0..2 * P + 10).map(|i| (i % 251) as u8).collect();
+        let done = put(&f.store, 1, ALICE, &data, 300_000).await;
+        let meta = f.store.blob_meta(&done.blob_id).await.unwrap().unwrap();
+        assert_eq!(
+            (meta.size, meta.refs, meta.storage),
+            (data.len() as u64, 1, [1; 16])
+        );
+        assert_eq!(meta.piece_hashes, hashes(&data));
+        for (i, expected) in data.chunks(P).enumerate() {
+            let piece = f
+                .store
+                .blob_piece(&meta.storage, i as u64)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(piece[..] == expected[..], "piece {i}");
+        }
+        let usage = f.store.blob_usage(&ALICE).await.unwrap();
+        assert_eq!(
+            usage,
+            BlobUsage {
+                bytes: data.len() as u64,
+                blobs: 1,
+                reserved: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn dedup_and_reference_counting_through_account_deletion() {
+        let f = fixture().await;
+        let s = &f.store;
+        let data = vec![5u8; P + 3];
+        let first = put(s, 1, ALICE, &data, P).await;
+        assert!(!first.deduplicated);
+        let second = put(s, 2, BOB, &data, 1000).await;
+        assert!(second.deduplicated);
+        let third = put(s, 3, ALICE, &data, P).await;
+        assert!(third.deduplicated);
+        // Stored once: only the first upload's two pieces exist.
+        assert_eq!(count(s, CHUNKS), 2);
+        let meta = s.blob_meta(&first.blob_id).await.unwrap().unwrap();
+        assert_eq!(meta.refs, 2, "one reference per account");
+        assert_eq!(s.blob_usage(&ALICE).await.unwrap().bytes, data.len() as u64);
+        assert_eq!(s.blob_usage(&BOB).await.unwrap().bytes, data.len() as u64);
+
+        s.delete_account("alice").await.unwrap();
+        let meta = s.blob_meta(&first.blob_id).await.unwrap().unwrap();
+        assert_eq!(meta.refs, 1);
+        assert_eq!(count(s, CHUNKS), 2, "bob still references it");
+        s.delete_account("bob").await.unwrap();
+        assert!(s.blob_meta(&first.blob_id).await.unwrap().is_none());
+        for ks in [
+            CHUNKS,
+            "blobs",
+            "blob_refs",
+            "blob_usage",
+            "blob_uploads",
+            "blob_upload_expiry",
+            "blob_upload_owner",
+        ] {
+            assert_eq!(count(s, ks), 0, "{ks} is empty");
+        }
+    }
+
+    #[tokio::test]
+    async fn quota_reservation_discard_and_expiry() {
+        let f = fixture().await;
+        let s = &f.store;
+        let data = vec![1u8; 2 * P];
+        let err = s
+            .start_upload(upload(1, ALICE, &data), P as u64, Bytes::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BlobError::QuotaExceeded { wanted, .. } if wanted == 2 * P as u64),
+            "{err}"
+        );
+        s.start_upload(
+            upload(1, ALICE, &data),
+            3 * P as u64,
+            Bytes::copy_from_slice(&data[..10]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.blob_usage(&ALICE).await.unwrap().reserved, 2 * P as u64);
+        // The reservation counts: a second upload of the same size does not fit.
+        assert!(matches!(
+            s.start_upload(upload(2, ALICE, &data), 3 * P as u64, Bytes::new())
+                .await,
+            Err(BlobError::QuotaExceeded { .. })
+        ));
+        // Offsets other than bytes_received are refused; retries below it are ignored.
+        assert!(matches!(
+            s.append_upload(&ALICE, &[1; 16], 11, Bytes::from_static(b"x"))
+                .await,
+            Err(BlobError::OffsetMismatch {
+                bytes_received: 10,
+                ..
+            })
+        ));
+        let retry = s
+            .append_upload(&ALICE, &[1; 16], 0, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert_eq!(retry.bytes_received, 10);
+        assert!(matches!(
+            s.append_upload(&BOB, &[1; 16], 10, Bytes::from_static(b"x"))
+                .await,
+            Err(BlobError::UploadNotFound)
+        ));
+        assert!(matches!(
+            s.commit_upload(&ALICE, &[1; 16], Vec::new()).await,
+            Err(BlobError::Incomplete {
+                bytes_received: 10,
+                ..
+            })
+        ));
+        // Discarding releases the reservation and the pieces.
+        assert!(s.discard_upload(&ALICE, &[1; 16]).await.unwrap());
+        assert_eq!(s.blob_usage(&ALICE).await.unwrap().reserved, 0);
+        assert_eq!(count(s, CHUNKS), 0);
+        // An abandoned upload expires: the sweep deletes it and releases its reservation.
+        s.start_upload(
+            upload(3, BOB, &data),
+            u64::MAX,
+            Bytes::copy_from_slice(&data[..P + 1]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(count(s, CHUNKS), 2);
+        assert_eq!(
+            s.purge_expired_uploads(T0 + 999).await.unwrap(),
+            PurgedUploads::default()
+        );
+        f.clock.store(T0 + 1_000, Ordering::SeqCst);
+        assert!(matches!(
+            s.append_upload(&BOB, &[3; 16], (P + 1) as u64, Bytes::from_static(b"x"))
+                .await,
+            Err(BlobError::UploadNotFound)
+        ));
+        let purged = s.purge_expired_uploads(T0 + 1_000).await.unwrap();
+        assert_eq!((purged.abandoned, purged.more), (1, false));
+        assert_eq!(count(s, CHUNKS), 0);
+        assert_eq!(count(s, "blob_uploads"), 0);
+        assert_eq!(count(s, "blob_upload_owner"), 0);
+        assert_eq!(s.blob_usage(&BOB).await.unwrap().reserved, 0);
+    }
+
+    #[tokio::test]
+    async fn account_deletion_removes_devices_tokens_bundle_and_endpoints() {
+        let f = fixture().await;
+        let s = &f.store;
+        for identity in [ALICE, BOB] {
+            s.register_device(
+                &identity,
+                &[0; 32],
+                DeviceRecord {
+                    id: [4; 16],
+                    name: "phone".into(),
+                    device_key: [9; 32],
+                    created_at_ms: T0,
+                    last_seen_ms: 0,
+                    push: None,
+                    revoked_at_ms: None,
+                },
+                8,
+            )
+            .await
+            .unwrap();
+            s.set_push_token(
+                &identity,
+                &[4; 16],
+                Some(PushToken {
+                    platform: PushPlatform::UnifiedPush,
+                    token: "http://push.example.org/x".into(),
+                }),
+            )
+            .await
+            .unwrap();
+            s.put_recovery_bundle(&identity, Bytes::from_static(b"bundle"), T0)
+                .await
+                .unwrap();
+            s.publish_endpoint(
+                &identity,
+                EndpointRecord {
+                    device_id: vec![4; 16],
+                    node_id: [1; 32],
+                    relay_url: String::new(),
+                    direct_addrs: vec!["192.0.2.1:1".into()],
+                    published_at_ms: T0,
+                    expires_at_ms: T0 + 60_000,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        s.delete_account("alice").await.unwrap();
+        assert!(s.devices_of(&ALICE).await.unwrap().is_empty());
+        assert!(s.push_targets(&ALICE).await.unwrap().is_empty());
+        assert!(s.recovery_bundle(&ALICE).await.unwrap().is_none());
+        assert!(s.endpoints_of(&ALICE, T0).await.unwrap().is_empty());
+        for ks in ["devices", "recovery_bundles", "p2p_endpoints", "p2p_expiry"] {
+            assert_eq!(count(s, ks), 1, "only bob's {ks} remains");
+        }
+        assert_eq!(s.push_targets(&BOB).await.unwrap().len(), 1);
+        // Expired endpoints are swept with their index entries.
+        assert_eq!(
+            s.purge_expired_endpoints(T0 + 60_000).await.unwrap(),
+            (1, false)
+        );
+        assert_eq!(count(s, "p2p_endpoints") + count(s, "p2p_expiry"), 0);
+    }
+}
