@@ -11,6 +11,8 @@
 //! ```
 
 mod auth;
+pub mod keys;
+pub mod kt;
 pub mod profile;
 
 use std::net::{SocketAddr, ToSocketAddrs};

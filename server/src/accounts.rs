@@ -176,6 +176,14 @@ impl<S: Store> Messenger<S> {
                 "login failed: identity_key is not the key this account registered",
             ));
         }
+        if let Some(ban) = self
+            .store
+            .server_ban(&account.identity_key)
+            .await
+            .map_err(errors::store)?
+        {
+            return Err(errors::banned(ban.expires_at_ms));
+        }
         if request.device_id.len() > 64 {
             return Err(Status::bad_request("device_id must be at most 64 bytes"));
         }
@@ -200,6 +208,7 @@ impl<S: Store> Messenger<S> {
                     "login failed: the account was deleted meanwhile",
                 ));
             }
+            Err(StoreError::Banned { until_ms }) => return Err(errors::banned(until_ms)),
             Err(other) => return Err(errors::store(other)),
         }
         tracing::info!(username = %account.username, "login");

@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "QPQ_QUEUE_MAX_BYTES", default_value_t = 256 << 20)]
     pub queue_max_bytes: u64,
 
+    /// FetchKeyPackage calls one caller may make per minute (a burst of this many, then
+    /// spread out), so nobody drains another user's KeyPackages.
+    #[arg(long, env = "QPQ_KEY_PACKAGE_FETCHES_PER_MINUTE", default_value_t = 60)]
+    pub key_package_fetches_per_minute: u32,
+
     /// Sync the journal after every write instead of batching concurrent writers into one
     /// sync (group commit). Same durability, far lower throughput; for benchmarks.
     #[arg(long, env = "QPQ_SYNC_EACH_WRITE")]

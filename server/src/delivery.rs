@@ -47,7 +47,10 @@ fn to_proto(message: QueuedMessage) -> proto::QueuedMessage {
         payload: message.payload,
         enqueued_at_unix_ms: message.enqueued_at_ms,
         expires_at_unix_ms: message.expires_at_ms,
-        channel_id: Bytes::new(),
+        channel_id: message
+            .channel_id
+            .map(|c| Bytes::copy_from_slice(&c.0))
+            .unwrap_or_default(),
     }
 }
 
@@ -91,7 +94,10 @@ impl Drop for Parked<'_> {
 
 impl<S: Store> Messenger<S> {
     /// Resolves a recipient to a local identity key.
-    async fn recipient(&self, recipient: Option<&proto::UserRef>) -> Result<IdentityKey, Status> {
+    pub(crate) async fn recipient(
+        &self,
+        recipient: Option<&proto::UserRef>,
+    ) -> Result<IdentityKey, Status> {
         use proto::user_ref::Target;
         match recipient.and_then(|r| r.target.as_ref()) {
             Some(Target::IdentityKey(key)) => key[..].try_into().map_err(|_| {
@@ -127,14 +133,11 @@ impl<S: Store> Messenger<S> {
         if payload.is_empty() {
             return Err(Status::bad_request("payload must not be empty"));
         }
-        if !channel_id.is_empty() {
-            return Err(Status::unavailable(
-                "channel-tagged messages need channels (CreateChannel), which are not implemented yet; send without channel_id",
-            ));
-        }
+        let channel_id = crate::channels::optional_channel_id(channel_id)?;
         Ok(NewMessage {
             sender_identity_key: identity_of(session)?,
             sender: session.username.clone(),
+            channel_id,
             payload,
             ttl_ms: (ttl_secs > 0).then(|| u64::from(ttl_secs) * 1000),
         })
@@ -151,7 +154,7 @@ impl<S: Store> Messenger<S> {
     }
 
     /// After a durable enqueue: wake the recipient's FetchWaits and push to its connections.
-    fn announce(&self, recipient: &IdentityKey, seq: Seq, message: &NewMessage) {
+    pub(crate) fn announce(&self, recipient: &IdentityKey, seq: Seq, message: &NewMessage) {
         self.live.wake(recipient);
         let connections = self.live.connections_of(recipient);
         if connections.is_empty() {
@@ -164,7 +167,10 @@ impl<S: Store> Messenger<S> {
             seq: seq.0,
             sender_identity_key: Bytes::copy_from_slice(&message.sender_identity_key),
             sender: message.sender.clone(),
-            channel_id: Bytes::new(),
+            channel_id: message
+                .channel_id
+                .map(|c| Bytes::copy_from_slice(&c.0))
+                .unwrap_or_default(),
             payload_len: message.payload.len() as u32,
             payload: if small {
                 message.payload.clone()
@@ -191,6 +197,7 @@ impl<S: Store> Messenger<S> {
             request.ttl_secs,
             &request.channel_id,
         )?;
+        self.check_channel_sender(&message).await?;
         let seqs = self
             .store
             .enqueue(vec![(recipient, message.clone())])
@@ -227,6 +234,7 @@ impl<S: Store> Messenger<S> {
             let message =
                 Self::new_message(ctx.auth(), item.payload, item.ttl_secs, &item.channel_id)
                     .map_err(at)?;
+            self.check_channel_sender(&message).await.map_err(at)?;
             deliveries.push((recipient, message));
         }
         let seqs = self
@@ -401,6 +409,7 @@ mod tests {
             seq: Seq(seq),
             sender_identity_key: [0; 32],
             sender: "s".into(),
+            channel_id: None,
             payload: Bytes::from(vec![0u8; len]),
             enqueued_at_ms: 0,
             expires_at_ms: 0,

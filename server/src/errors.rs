@@ -23,10 +23,22 @@ pub(crate) fn store(error: StoreError) -> Status {
         StoreError::IdentityTaken => {
             Status::conflict("identity key is already registered to another account")
         }
+        StoreError::Banned { until_ms } => banned(until_ms),
         other => {
             tracing::error!(error = %other, "storage error");
             Status::internal()
         }
+    }
+}
+
+/// The answer to a user who is banned from this server.
+pub(crate) fn banned(until_ms: u64) -> Status {
+    if until_ms == 0 {
+        Status::forbidden("this account is banned from this server")
+    } else {
+        Status::forbidden(format!(
+            "this account is banned from this server until {until_ms} (Unix ms)"
+        ))
     }
 }
 

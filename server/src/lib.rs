@@ -64,12 +64,21 @@ pub struct Messenger<S: Store = FjallStore> {
     push: push::PushQueue,
     /// Last calls of devices, until the sweeper records them.
     seen: devices::SeenDevices,
+    /// FetchKeyPackage calls per requester.
+    key_fetches: keys::FetchLimiter,
+    /// Signs key transparency tree heads.
+    kt_log: kt::LogKey,
 }
 
 impl<S: Store> Messenger<S> {
-    /// Builds the state over an open store and OPAQUE setup.
-    pub fn new(config: Config, store: S, opaque: OpaqueServer) -> Self {
-        Self {
+    /// Builds the state over an open store and OPAQUE setup, loading (or creating) the key
+    /// transparency log key in the data directory.
+    pub fn new(config: Config, store: S, opaque: OpaqueServer) -> anyhow::Result<Self> {
+        let kt_log = kt::LogKey::load_or_create(&config.data_dir)
+            .context("could not load or create the key transparency log key")?;
+        Ok(Self {
+            key_fetches: keys::FetchLimiter::new(config.key_package_fetches_per_minute),
+            kt_log,
             config,
             started: Instant::now(),
             store,
@@ -78,7 +87,7 @@ impl<S: Store> Messenger<S> {
             live: Arc::new(Live::default()),
             push: push::PushQueue::default(),
             seen: devices::SeenDevices::default(),
-        }
+        })
     }
 
     fn is_serving(&self) -> bool {
@@ -163,7 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 config.data_dir.join("db").display()
             )
         })?;
-    let messenger = Arc::new(Messenger::new(config.clone(), store, opaque));
+    let messenger = Arc::new(Messenger::new(config.clone(), store, opaque)?);
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let server = Server::bind(config.listen, &identity, dispatch, ServerOptions::default())
         .with_context(|| format!("could not listen on {}", config.listen))?;
@@ -173,6 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         messenger.clone(),
         push::HttpPushGateway::new(config.push_allow_private_endpoints),
     ));
+    let presence = tokio::spawn(channels::presence_feed(messenger.clone()));
     let sweeper = tokio::spawn(sweep(messenger));
     let serve = tokio::spawn(server.serve());
     tracing::info!(
@@ -184,7 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         addr,
         identity,
         handle,
-        tasks: vec![serve, sweeper, pusher],
+        tasks: vec![serve, sweeper, pusher, presence],
     })
 }
 

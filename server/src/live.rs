@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use qpq_runtime::ConnectionInfo;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::store::IdentityKey;
 
@@ -25,11 +25,36 @@ struct State {
     waiters: HashMap<IdentityKey, Arc<Notify>>,
 }
 
+/// An identity's first connection came (`online`) or its last one went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PresenceChange {
+    pub(crate) identity: IdentityKey,
+    pub(crate) online: bool,
+    pub(crate) at_ms: u64,
+}
+
+/// Presence changes buffered for the task that pushes them; beyond it they are dropped
+/// (presence is a hint).
+const PRESENCE_BUFFER: usize = 4096;
+
 /// The live registry. Cheap to share; every method takes the lock briefly and never across
 /// an `.await`.
-#[derive(Default)]
 pub(crate) struct Live {
     state: Mutex<State>,
+    /// Sent under the state lock, so changes of one identity arrive in order.
+    presence: mpsc::Sender<PresenceChange>,
+    presence_events: Mutex<Option<mpsc::Receiver<PresenceChange>>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        let (presence, events) = mpsc::channel(PRESENCE_BUFFER);
+        Self {
+            state: Mutex::default(),
+            presence,
+            presence_events: Mutex::new(Some(events)),
+        }
+    }
 }
 
 /// What [`Live::attach`] did.
@@ -45,6 +70,23 @@ impl Live {
         // A panic while holding this lock cannot leave it inconsistent (every update is a
         // single map operation), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream of presence changes (the first call takes it; later calls get `None`).
+    pub(crate) fn take_presence_events(&self) -> Option<mpsc::Receiver<PresenceChange>> {
+        self.presence_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn presence_changed(&self, identity: IdentityKey, online: bool) {
+        let change = PresenceChange {
+            identity,
+            online,
+            at_ms: crate::clock::now_ms(),
+        };
+        let _ = self.presence.try_send(change);
     }
 
     /// Records that `connection` authenticated as `identity` with `session`.
@@ -63,7 +105,11 @@ impl Live {
             return Attached::Known;
         }
         let first_for_connection = !list.iter().any(|(_, c)| c.id() == connection.id());
+        let first_for_identity = list.is_empty();
         list.push((session, connection.clone()));
+        if first_for_identity {
+            self.presence_changed(identity, true);
+        }
         if first_for_connection {
             Attached::New
         } else {
@@ -78,6 +124,7 @@ impl Live {
             list.retain(|(_, c)| c.id() != connection_id);
             if list.is_empty() {
                 state.connections.remove(identity);
+                self.presence_changed(*identity, false);
             }
         }
     }
@@ -125,6 +172,7 @@ impl Live {
                 });
                 if list.is_empty() {
                     state.connections.remove(identity);
+                    self.presence_changed(*identity, false);
                 }
             }
             closing

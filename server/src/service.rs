@@ -99,6 +99,14 @@ impl<S: Store> QpqService for Messenger<S> {
         Messenger::batch_enqueue(self, ctx, request).await
     }
 
+    async fn send_typing(
+        &self,
+        ctx: Ctx<Session>,
+        request: proto::SendTypingRequest,
+    ) -> Result<proto::SendTypingResponse, Status> {
+        Messenger::send_typing(self, ctx, request).await
+    }
+
     async fn upload_key_package(
         &self,
         ctx: Ctx<Session>,

@@ -3,10 +3,13 @@
 //! Pure functions, no storage engine: keys are fixed-width big-endian so that byte order is
 //! numeric order; values start with a format version byte so the layout can evolve.
 
-use super::{Account, IdentityKey, QueuedMessage, Seq, SessionRecord, StoreError};
+use super::{Account, ChannelId, IdentityKey, QueuedMessage, Seq, SessionRecord, StoreError};
 
 /// Version byte of every value written by this code.
-const V1: u8 = 1;
+pub(super) const V1: u8 = 1;
+
+/// Version byte of a stored message that carries a channel id.
+const V2: u8 = 2;
 
 /// Length of a message key: identity key then big-endian seq.
 pub(super) const MESSAGE_KEY_LEN: usize = 32 + 8;
@@ -206,23 +209,28 @@ pub(super) fn decode_session(token_hash: &[u8], b: &[u8]) -> Result<SessionRecor
 }
 
 /// `v1 ‖ enqueued_at(8) ‖ expires_at(8) ‖ sender_identity(32) ‖ sender_len(2) ‖ sender ‖
-/// payload(rest)`; the seq lives in the key.
+/// payload(rest)`; the seq lives in the key. A message tagged with a channel is written as
+/// `v2`: the same fields with `channel_id(16)` between the sender and the payload.
 pub(super) fn encode_message(
     enqueued_at_ms: u64,
     expires_at_ms: u64,
     sender_identity_key: &IdentityKey,
     sender: &str,
+    channel_id: Option<&ChannelId>,
     payload: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
     let sender_len = u16::try_from(sender.len())
         .map_err(|_| StoreError::InvalidArgument("sender longer than 65535 bytes".into()))?;
-    let mut v = Vec::with_capacity(51 + sender.len() + payload.len());
-    v.push(V1);
+    let mut v = Vec::with_capacity(67 + sender.len() + payload.len());
+    v.push(if channel_id.is_some() { V2 } else { V1 });
     v.extend_from_slice(&enqueued_at_ms.to_be_bytes());
     v.extend_from_slice(&expires_at_ms.to_be_bytes());
     v.extend_from_slice(sender_identity_key);
     v.extend_from_slice(&sender_len.to_be_bytes());
     v.extend_from_slice(sender.as_bytes());
+    if let Some(channel) = channel_id {
+        v.extend_from_slice(&channel.0);
+    }
     v.extend_from_slice(payload);
     Ok(v)
 }
@@ -238,12 +246,15 @@ pub(super) struct MessageHeader {
 
 /// Reads the header of a stored message.
 pub(super) fn decode_message_header(b: &[u8]) -> Result<MessageHeader, StoreError> {
-    let mut r = Reader::versioned(b, "message")?;
+    let (mut r, tagged) = message_reader(b)?;
     let _enqueued = r.u64()?;
     let expires_at_ms = r.u64()?;
     let _sender_identity: IdentityKey = r.array()?;
     let sender_len = usize::from(r.u16()?);
     r.bytes(sender_len)?;
+    if tagged {
+        r.bytes(16)?;
+    }
     Ok(MessageHeader {
         expires_at_ms,
         payload_len: r.rest().len() as u64,
@@ -252,21 +263,43 @@ pub(super) fn decode_message_header(b: &[u8]) -> Result<MessageHeader, StoreErro
 
 /// Decodes a stored message (copying the payload once, out of the engine's buffer).
 pub(super) fn decode_message(seq: Seq, value: &[u8]) -> Result<QueuedMessage, StoreError> {
-    let mut r = Reader::versioned(value, "message")?;
+    let (mut r, tagged) = message_reader(value)?;
     let enqueued_at_ms = r.u64()?;
     let expires_at_ms = r.u64()?;
     let sender_identity_key = r.array()?;
     let sender_len = usize::from(r.u16()?);
     let sender = String::from_utf8(r.bytes(sender_len)?.to_vec())
         .map_err(|_| corrupt("message sender is not utf-8"))?;
+    let channel_id = if tagged {
+        Some(ChannelId(r.array()?))
+    } else {
+        None
+    };
     Ok(QueuedMessage {
         seq,
         sender_identity_key,
         sender,
+        channel_id,
         payload: bytes::Bytes::copy_from_slice(r.rest()),
         enqueued_at_ms,
         expires_at_ms,
     })
+}
+
+/// A reader past the version byte of a stored message, and whether it carries a channel id
+/// (`v2`).
+fn message_reader(b: &[u8]) -> Result<(Reader<'_>, bool), StoreError> {
+    let mut r = Reader {
+        buf: b,
+        what: "message",
+    };
+    match r.u8()? {
+        V1 => Ok((r, false)),
+        V2 => Ok((r, true)),
+        v => Err(StoreError::Corrupt(format!(
+            "message has unknown format version {v}"
+        ))),
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -274,18 +307,19 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 /// Bounds-checked cursor over stored bytes: truncation becomes `Corrupt`, never a panic.
-struct Reader<'a> {
+/// The group layouts (`fjall/<group>.rs`) decode their values with it too.
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, what: "key" }
     }
 
     /// Checks and skips the version byte.
-    fn versioned(buf: &'a [u8], what: &'static str) -> Result<Self, StoreError> {
+    pub(super) fn versioned(buf: &'a [u8], what: &'static str) -> Result<Self, StoreError> {
         let mut r = Reader { buf, what };
         match r.u8()? {
             V1 => Ok(r),
@@ -295,7 +329,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
         if self.buf.len() < n {
             return Err(StoreError::Corrupt(format!("{} is truncated", self.what)));
         }
@@ -304,29 +338,29 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.bytes(N)?);
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, StoreError> {
+    pub(super) fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, StoreError> {
+    pub(super) fn u16(&mut self) -> Result<u16, StoreError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, StoreError> {
+    pub(super) fn u64(&mut self) -> Result<u64, StoreError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn rest(&mut self) -> &'a [u8] {
+    pub(super) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }
 
-    fn finish(&self) -> Result<(), StoreError> {
+    pub(super) fn finish(&self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -358,7 +392,7 @@ mod tests {
 
     #[test]
     fn message_round_trip_and_truncation() {
-        let v = encode_message(5, 9, &[3; 32], "alice", b"hello").unwrap();
+        let v = encode_message(5, 9, &[3; 32], "alice", None, b"hello").unwrap();
         let m = decode_message(Seq(4), &v).unwrap();
         assert_eq!(m.seq, Seq(4));
         assert_eq!(m.sender, "alice");
@@ -374,6 +408,26 @@ mod tests {
                 Err(StoreError::Corrupt(_))
             ));
         }
+    }
+
+    #[test]
+    fn channel_tagged_message_round_trip() {
+        let channel = ChannelId([9; 16]);
+        let v = encode_message(5, 9, &[3; 32], "bob", Some(&channel), b"commit").unwrap();
+        let m = decode_message(Seq(2), &v).unwrap();
+        assert_eq!(m.channel_id, Some(channel));
+        assert_eq!(&m.payload[..], b"commit");
+        assert_eq!(decode_message_header(&v).unwrap().payload_len, 6);
+        for cut in 0..(1 + 8 + 8 + 32 + 2 + 3 + 16) {
+            assert!(matches!(
+                decode_message(Seq(1), &v[..cut]),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        // Untagged messages keep the v1 layout.
+        let plain = encode_message(5, 9, &[3; 32], "bob", None, b"x").unwrap();
+        assert_eq!(plain[0], V1);
+        assert_eq!(decode_message(Seq(1), &plain).unwrap().channel_id, None);
     }
 
     #[test]

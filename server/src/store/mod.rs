@@ -30,9 +30,14 @@
 //! `enqueue` on a full queue, and by [`Store::purge_expired`], which a periodic sweeper calls.
 
 mod blobs;
+mod channels;
 mod codec;
 mod devices;
 mod fjall;
+mod keys;
+mod kt;
+mod merkle;
+mod moderation;
 mod p2p;
 mod recovery;
 mod writer;
@@ -46,10 +51,17 @@ pub use self::blobs::{
     BLOB_PIECE_BYTES, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, NewUpload,
     PurgedUploads, UploadId, UploadState, piece_count,
 };
+pub use self::channels::{
+    Actor, Channel, ChannelId, ChannelRole, ChannelStore, ChannelUpdate, CommitOutcome, MemberPage,
+    MemberRecord, NewChannel, Refusal, Removal, RotateCommit,
+};
 pub use self::devices::{
     DeviceError, DeviceId, DeviceRecord, DeviceStore, PushPlatform, PushToken, Registered,
 };
 pub use self::fjall::{FjallStore, StoreOptions};
+pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
+pub use self::kt::{KtHead, KtLeafKind, KtLeafRecord, KtProof, KtStore, KtSubject, Revocation};
+pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};
 pub use self::p2p::{EndpointRecord, P2pStore};
 pub use self::recovery::RecoveryStore;
 
@@ -142,6 +154,8 @@ pub struct QueuedMessage {
     pub sender_identity_key: IdentityKey,
     /// Username of the sender (`name` or `name@domain` for federated senders).
     pub sender: String,
+    /// The channel the sender tagged the message with (checked by the handler).
+    pub channel_id: Option<ChannelId>,
     /// Opaque payload (MLS ciphertext); the store never looks inside.
     pub payload: bytes::Bytes,
     /// Enqueue time, milliseconds since the Unix epoch.
@@ -157,6 +171,8 @@ pub struct NewMessage {
     pub sender_identity_key: IdentityKey,
     /// Username of the sender (at most 65535 bytes).
     pub sender: String,
+    /// The channel the message belongs to, when the sender tagged it with one.
+    pub channel_id: Option<ChannelId>,
     /// Opaque payload.
     pub payload: bytes::Bytes,
     /// Requested time to live in milliseconds. `None` or `Some(0)` (protobuf's "unset") take
@@ -295,6 +311,13 @@ pub enum StoreError {
         /// The limit that was hit.
         limit: QueueLimit,
     },
+    /// The account is banned from this server until `until_ms` (0 = permanently); no
+    /// session may be created for it.
+    #[error("account is banned")]
+    Banned {
+        /// When the ban ends, Unix ms; 0 = permanent.
+        until_ms: u64,
+    },
     /// The caller passed a value the store cannot keep (e.g. an empty username).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -364,6 +387,10 @@ pub trait Store:
     + devices::DeviceStore
     + recovery::RecoveryStore
     + p2p::P2pStore
+    + keys::KeyStore
+    + channels::ChannelStore
+    + moderation::ModerationStore
+    + kt::KtStore
 {
     /// Registers an account. Fails with [`StoreError::UsernameTaken`] or
     /// [`StoreError::IdentityTaken`] when either is bound already.

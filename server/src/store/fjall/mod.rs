@@ -37,7 +37,11 @@
 //! than a hop to another thread would. Scans (`peek`) run on tokio's blocking pool.
 
 mod blobs;
+mod channels;
 mod devices;
+mod keys;
+mod kt;
+mod moderation;
 mod p2p;
 mod record;
 mod recovery;
@@ -109,6 +113,27 @@ const GROUP_KEYSPACES: &[&str] = &[
     // p2p.rs
     "p2p_endpoints",
     "p2p_expiry",
+    // keys.rs
+    keys::KEY_PACKAGES,
+    keys::KEY_PACKAGE_META,
+    keys::LAST_RESORT_KEY_PACKAGES,
+    keys::HYBRID_KEYS,
+    // channels.rs
+    channels::CHANNELS,
+    channels::CHANNEL_MEMBERS,
+    channels::CHANNEL_MEMBER_ORDER,
+    channels::MEMBER_CHANNELS,
+    // moderation.rs
+    moderation::REPORTS,
+    moderation::SERVER_BANS,
+    moderation::CHANNEL_BANS,
+    // kt.rs
+    kt::KT_LEAVES,
+    kt::KT_NODES,
+    kt::KT_META,
+    kt::KT_BY_USERNAME,
+    kt::KT_BY_IDENTITY,
+    kt::KT_REVOKED,
 ];
 
 /// The database and its keyspaces; shared by the writer thread and the readers.
@@ -272,6 +297,8 @@ impl Engine {
         self.delete_device_data(batch, account)?;
         self.delete_recovery_data(batch, account)?;
         self.delete_p2p_data(batch, account)?;
+        self.delete_keys_of(batch, &account.identity_key)?;
+        self.delete_memberships_of(batch, &account.identity_key)?;
         Ok(())
     }
 
@@ -427,6 +454,8 @@ impl Engine {
             account.identity_key.to_vec(),
             account.username.as_bytes().to_vec(),
         );
+        // The binding enters the transparency log in the same batch as the account.
+        self.kt_append_binding(&mut batch, account)?;
         Ok(((), self.commit(batch)?))
     }
 
@@ -474,6 +503,12 @@ impl Engine {
         }
         // A revoked device id never gets a session again.
         self.check_device_usable(session)?;
+        // Also here, so a login racing a server-wide ban cannot outlive it.
+        if let Some(ban) = self.active_server_ban(&session.identity_key)? {
+            return Err(StoreError::Banned {
+                until_ms: ban.expires_at_ms,
+            });
+        }
         if self
             .sessions
             .contains_key(session.token_hash)
@@ -526,6 +561,20 @@ impl Engine {
         &self,
         deliveries: &[(IdentityKey, NewMessage)],
     ) -> Result<(Vec<Seq>, bool), StoreError> {
+        let mut batch = self.db.batch();
+        let seqs = self.enqueue_into(&mut batch, deliveries)?;
+        Ok((seqs, self.commit(batch)?))
+    }
+
+    /// Adds the deliveries to `batch` (see [`Engine::enqueue`]), so another group can store
+    /// messages atomically with its own change (RotateKeys: the epoch and the commit). The
+    /// batch must not already hold changes to these queues. On error the caller drops the
+    /// batch, so nothing is stored.
+    fn enqueue_into(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        deliveries: &[(IdentityKey, NewMessage)],
+    ) -> Result<Vec<Seq>, StoreError> {
         let now = self.clock.now_ms();
         let limits = self.limits;
         // Per recipient, in first-seen order: its queue meta and what this call adds.
@@ -564,11 +613,10 @@ impl Engine {
                 Ok(())
             };
 
-        let mut batch = self.db.batch();
         for (recipient, meta, add_messages, add_bytes) in &mut queues {
             if fits(meta, *add_messages, *add_bytes).is_err() {
                 // Expired messages still count until deleted; clear them before refusing.
-                self.drop_expired(&mut batch, meta, recipient, now)?;
+                self.drop_expired(batch, meta, recipient, now)?;
             }
             // On refusal the batch (with any expiry deletions) is dropped: nothing is stored.
             fits(meta, *add_messages, *add_bytes)?;
@@ -592,8 +640,14 @@ impl Engine {
                 Some(t) => t.min(limits.max_ttl_ms),
             };
             let expires = now.saturating_add(ttl);
-            let value =
-                codec::encode_message(now, expires, &m.sender_identity_key, &m.sender, &m.payload)?;
+            let value = codec::encode_message(
+                now,
+                expires,
+                &m.sender_identity_key,
+                &m.sender,
+                m.channel_id.as_ref(),
+                &m.payload,
+            )?;
             batch.insert(
                 &self.messages,
                 codec::message_key(recipient, seq).to_vec(),
@@ -610,9 +664,9 @@ impl Engine {
             meta.messages = meta.messages.saturating_add(*add_messages);
             meta.bytes = meta.bytes.saturating_add(*add_bytes);
             // The counter goes in the same batch as the messages: both survive or neither does.
-            self.put_queue_meta(&mut batch, recipient, meta);
+            self.put_queue_meta(batch, recipient, meta);
         }
-        Ok((seqs, self.commit(batch)?))
+        Ok(seqs)
     }
 
     fn fetch(
@@ -967,6 +1021,7 @@ mod tests {
         NewMessage {
             sender_identity_key: BOB,
             sender: "bob".into(),
+            channel_id: None,
             payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
             ttl_ms: None,
         }
