@@ -88,6 +88,11 @@ pub struct Config {
     #[arg(long, env = "QPQ_PUSH_ALLOW_PRIVATE_ENDPOINTS")]
     pub push_allow_private_endpoints: bool,
 
+    /// PEM file of the certificate authorities trusted for https:// push endpoints.
+    /// [default: the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt]
+    #[arg(long, env = "QPQ_PUSH_CA_FILE")]
+    pub push_ca_file: Option<PathBuf>,
+
     /// DNS names put in a generated certificate (comma-separated).
     #[arg(
         long,

@@ -180,7 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let handle = server.handle();
     let pusher = tokio::spawn(push::run(
         messenger.clone(),
-        push::HttpPushGateway::new(config.push_allow_private_endpoints),
+        push::HttpPushGateway::new(&config),
     ));
     let presence = tokio::spawn(channels::presence_feed(messenger.clone()));
     let sweeper = tokio::spawn(sweep(messenger));

@@ -9,13 +9,13 @@
 //!
 //! A wake-up carries no message content, sender or count: it only tells the device to connect
 //! and fetch. [`HttpPushGateway`] is the one implementation: it POSTs a fixed tiny body to
-//! UnifiedPush endpoints and an empty body to Web Push (RFC 8030) endpoints, over plain
-//! HTTP/1.1 on a TCP connection.
+//! UnifiedPush endpoints and an empty body to Web Push (RFC 8030) endpoints, as one HTTP/1.1
+//! request per wake-up, over TCP for `http://` and over TLS (rustls, the server's own TLS
+//! library, driven on a blocking thread) for `https://`. The certificate authorities trusted
+//! for `https://` come from `--push-ca-file`, else from the system bundle; without any, the
+//! server logs at start that https wake-ups cannot be delivered, and each failure is logged.
 //!
 //! What it does not do, and says so in logs rather than pretending:
-//! - **`https://` endpoints** need TLS, which this sender does not have; RegisterPushToken
-//!   refuses them with a message saying so (use a distributor reachable over `http://`, e.g.
-//!   on the same host or LAN, with `--push-allow-private-endpoints`).
 //! - **APNs and FCM** need credentials issued by Apple and Google, which this server has no
 //!   way to hold: such tokens are stored (clients can register them), and each wake-up that
 //!   would need one is logged as not delivered.
@@ -28,17 +28,23 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use qpq_runtime::tls::hex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::Messenger;
 use crate::store::{IdentityKey, PushPlatform, PushToken, Store};
+use crate::{Config, Messenger};
 
 /// Most wake-up deliveries in flight at once.
 pub(crate) const MAX_IN_FLIGHT: usize = 16;
@@ -50,6 +56,13 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const UNIFIED_PUSH_BODY: &[u8] = b"qpq:wake";
 /// Longest push service answer head we read.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+/// Where Linux distributions keep the system's trusted certificate authorities.
+const SYSTEM_CA_FILES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 /// Why a wake-up was not delivered.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +87,10 @@ pub(crate) trait PushGateway: Send + Sync + 'static {
     fn wake(&self, target: &PushToken) -> impl Future<Output = Result<(), PushError>> + Send;
 }
 
-/// A parsed `http://` endpoint.
+/// A parsed `http://` or `https://` endpoint.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct HttpEndpoint {
+    tls: bool,
     host: String,
     port: u16,
     /// Path and query, starting with `/`.
@@ -85,16 +99,12 @@ pub(crate) struct HttpEndpoint {
 
 /// Parses a push endpoint URL; the error is a sentence for the person registering it.
 pub(crate) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
-    if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
-        return Err(
-            "https:// push endpoints need TLS, which this server's push sender does not support; use an http:// endpoint (for example a UnifiedPush distributor on the server's host or network)"
-                .into(),
-        );
-    }
-    let rest = match url.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &url[7..],
-        _ => return Err("push endpoint must be an http:// URL".into()),
+    let (tls, rest) = match (url.get(..8), url.get(..7)) {
+        (Some(scheme), _) if scheme.eq_ignore_ascii_case("https://") => (true, &url[8..]),
+        (_, Some(scheme)) if scheme.eq_ignore_ascii_case("http://") => (false, &url[7..]),
+        _ => return Err("push endpoint must be an https:// or http:// URL".into()),
     };
+    let default_port = if tls { 443 } else { 80 };
     if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err("push endpoint URL must not contain spaces or control characters".into());
     }
@@ -111,7 +121,7 @@ pub(crate) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
             .split_once(']')
             .ok_or("push endpoint has an unterminated [IPv6] host")?;
         let port = match after {
-            "" => 80,
+            "" => default_port,
             p => p
                 .strip_prefix(':')
                 .and_then(|p| p.parse().ok())
@@ -125,13 +135,18 @@ pub(crate) fn parse_endpoint(url: &str) -> Result<HttpEndpoint, String> {
                 port.parse()
                     .map_err(|_| "push endpoint has an invalid port")?,
             ),
-            None => (authority.to_owned(), 80),
+            None => (authority.to_owned(), default_port),
         }
     };
     if host.is_empty() {
         return Err("push endpoint URL has no host".into());
     }
-    Ok(HttpEndpoint { host, port, target })
+    Ok(HttpEndpoint {
+        tls,
+        host,
+        port,
+        target,
+    })
 }
 
 /// Whether an address is one a user must not point the server at (loopback, private,
@@ -183,11 +198,68 @@ pub(crate) fn check_endpoint(url: &str, allow_private: bool) -> Result<(), Strin
 /// The one real [`PushGateway`]: HTTP/1.1 POST to UnifiedPush and Web Push endpoints.
 pub(crate) struct HttpPushGateway {
     allow_private: bool,
+    /// Client TLS settings for `https://` endpoints; `None` when no CA could be loaded.
+    tls: Option<Arc<ClientConfig>>,
+}
+
+/// Loads the certificate authorities of a PEM file.
+fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .filter_map(Result::ok);
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(certs);
+    if roots.is_empty() {
+        return Err(format!("{} holds no usable certificates", path.display()));
+    }
+    Ok(roots)
+}
+
+/// TLS client settings trusting `ca_file`, or the first system bundle found.
+fn client_tls(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let roots = match ca_file {
+        Some(path) => load_roots(path)?,
+        None => SYSTEM_CA_FILES
+            .iter()
+            .find_map(|p| load_roots(Path::new(p)).ok())
+            .ok_or_else(|| {
+                format!(
+                    "no system CA bundle found (looked at {})",
+                    SYSTEM_CA_FILES.join(", ")
+                )
+            })?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl HttpPushGateway {
-    pub(crate) fn new(allow_private: bool) -> Self {
-        Self { allow_private }
+    /// Builds the gateway from the server configuration (`--push-allow-private-endpoints`,
+    /// `--push-ca-file`); logs when https endpoints cannot be served.
+    pub(crate) fn new(config: &Config) -> Self {
+        Self::with_ca_file(
+            config.push_allow_private_endpoints,
+            config.push_ca_file.as_deref(),
+        )
+    }
+
+    fn with_ca_file(allow_private: bool, ca_file: Option<&Path>) -> Self {
+        let tls = match client_tls(ca_file) {
+            Ok(tls) => Some(tls),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "no trusted certificate authorities for https push endpoints: wake-ups to https:// endpoints will not be delivered (set --push-ca-file)"
+                );
+                None
+            }
+        };
+        Self { allow_private, tls }
     }
 
     async fn post(&self, url: &str, body: &[u8]) -> Result<(), PushError> {
@@ -198,15 +270,12 @@ impl HttpPushGateway {
                 .map_err(|e| PushError::Io(format!("cannot resolve {}: {e}", endpoint.host)))?
                 .filter(|a| self.allow_private || !is_private(a.ip()))
                 .collect();
-        let Some(addr) = addrs.first() else {
+        if addrs.is_empty() {
             return Err(PushError::Endpoint(format!(
                 "{} resolves to no address this server posts to",
                 endpoint.host
             )));
-        };
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| PushError::Io(e.to_string()))?;
+        }
         let host_header = if endpoint.host.contains(':') {
             format!("[{}]:{}", endpoint.host, endpoint.port)
         } else {
@@ -219,30 +288,116 @@ impl HttpPushGateway {
         );
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| PushError::Io(e.to_string()))?;
-        let mut response = Vec::with_capacity(256);
-        let mut buf = [0u8; 1024];
-        while !response.windows(2).any(|w| w == b"\r\n") && response.len() < MAX_RESPONSE_HEAD {
-            let n = stream
-                .read(&mut buf)
+        let status = if endpoint.tls {
+            let tls = self.tls.clone().ok_or_else(|| {
+                PushError::Endpoint(
+                    "no trusted certificate authorities are configured for https endpoints (--push-ca-file)".into(),
+                )
+            })?;
+            let host = endpoint.host.clone();
+            tokio::task::spawn_blocking(move || post_tls(tls, host, &addrs, &request))
                 .await
-                .map_err(|e| PushError::Io(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            response.extend_from_slice(&buf[..n]);
-        }
-        let status = parse_status(&response)
-            .ok_or_else(|| PushError::Io("push endpoint sent no HTTP status line".into()))?;
+                .map_err(|e| PushError::Io(format!("TLS task failed: {e}")))??
+        } else {
+            post_plain(&addrs, &request).await?
+        };
         if (200..300).contains(&status) {
             Ok(())
         } else {
             Err(PushError::Status(status))
         }
     }
+}
+
+/// Sends `request` over plain TCP to the first address that accepts; returns the status.
+async fn post_plain(addrs: &[SocketAddr], request: &[u8]) -> Result<u16, PushError> {
+    let mut last = None;
+    let mut connected = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut stream = connected.ok_or_else(|| {
+        PushError::Io(last.map_or_else(|| "no address".into(), |e| e.to_string()))
+    })?;
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| PushError::Io(e.to_string()))?;
+    let mut response = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    while !has_line(&response) {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| PushError::Io(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    parse_status(&response)
+        .ok_or_else(|| PushError::Io("push endpoint sent no HTTP status line".into()))
+}
+
+/// Sends `request` over TLS (blocking; run it on the blocking pool); returns the status.
+fn post_tls(
+    tls: Arc<ClientConfig>,
+    host: String,
+    addrs: &[SocketAddr],
+    request: &[u8],
+) -> Result<u16, PushError> {
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| PushError::Endpoint(format!("`{host}` is not a valid TLS server name")))?;
+    let mut last = None;
+    let mut connected = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(addr, DELIVERY_TIMEOUT) {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let socket = connected.ok_or_else(|| {
+        PushError::Io(last.map_or_else(|| "no address".into(), |e| e.to_string()))
+    })?;
+    let io = |e: std::io::Error| PushError::Io(e.to_string());
+    socket
+        .set_read_timeout(Some(DELIVERY_TIMEOUT))
+        .map_err(io)?;
+    socket
+        .set_write_timeout(Some(DELIVERY_TIMEOUT))
+        .map_err(io)?;
+    let connection =
+        ClientConnection::new(tls, name).map_err(|e| PushError::Io(format!("TLS: {e}")))?;
+    let mut stream = StreamOwned::new(connection, socket);
+    stream.write_all(request).map_err(io)?;
+    stream.flush().map_err(io)?;
+    let mut response = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    while !has_line(&response) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            // Some servers close without a TLS close_notify; what arrived still counts.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    parse_status(&response)
+        .ok_or_else(|| PushError::Io("push endpoint sent no HTTP status line".into()))
+}
+
+/// Whether the status line has arrived (or the head grew past what we read).
+fn has_line(response: &[u8]) -> bool {
+    response.windows(2).any(|w| w == b"\r\n") || response.len() >= MAX_RESPONSE_HEAD
 }
 
 /// The status code of an HTTP/1.x status line.
@@ -365,6 +520,7 @@ mod tests {
 
     fn ep(host: &str, port: u16, target: &str) -> HttpEndpoint {
         HttpEndpoint {
+            tls: false,
             host: host.into(),
             port,
             target: target.into(),
@@ -378,6 +534,13 @@ mod tests {
             Ok(ep("push.example.org", 80, "/up/abc?x=1"))
         );
         assert_eq!(
+            parse_endpoint("https://ntfy.example.org/upABC?up=1"),
+            Ok(HttpEndpoint {
+                tls: true,
+                ..ep("ntfy.example.org", 443, "/upABC?up=1")
+            })
+        );
+        assert_eq!(
             parse_endpoint("HTTP://127.0.0.1:8080"),
             Ok(ep("127.0.0.1", 8080, "/"))
         );
@@ -387,7 +550,7 @@ mod tests {
         );
         assert_eq!(parse_endpoint("http://h?q"), Ok(ep("h", 80, "/?q")));
         for bad in [
-            "https://push.example.org/x",
+            "https://",
             "ftp://x",
             "http://",
             "http://h:99999/",
@@ -397,11 +560,6 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
-        assert!(
-            parse_endpoint("https://x/")
-                .unwrap_err()
-                .contains("need TLS")
-        );
     }
 
     #[test]

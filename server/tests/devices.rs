@@ -301,16 +301,8 @@ async fn push_endpoint() -> (String, mpsc::UnboundedReceiver<Vec<u8>>) {
                         break;
                     }
                     request.extend_from_slice(&buf[..n]);
-                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + len {
-                            break;
-                        }
+                    if complete(&request) {
+                        break;
                     }
                 }
                 let _ = stream
@@ -387,6 +379,126 @@ async fn an_offline_device_gets_a_content_free_wake_up_over_http() {
     }
 }
 
+/// An HTTPS server (certificate for `localhost` from a test CA) that records requests; returns
+/// its URL, the CA's PEM and the recorded requests.
+fn tls_push_endpoint() -> (String, String, mpsc::UnboundedReceiver<Vec<u8>>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::PrivateKeyDer;
+    use std::io::{Read, Write};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://localhost:{}/up/tls-token",
+        listener.local_addr().unwrap().port()
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for socket in listener.incoming().flatten() {
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(connection, socket);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                if complete(&request) {
+                    break;
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            let _ = tx.send(request);
+        }
+    });
+    (url, ca_pem, rx)
+}
+
+/// Whether `request` holds a whole HTTP request (head and Content-Length body).
+fn complete(request: &[u8]) -> bool {
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    request.len() >= end + 4 + len
+}
+
+#[tokio::test]
+async fn the_wake_up_also_reaches_an_https_endpoint() {
+    let (url, ca_pem, mut requests) = tls_push_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("push-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.push_allow_private_endpoints = true;
+        c.push_ca_file = Some(ca_file.clone());
+    })
+    .await;
+    let alice = server.user("alice").await;
+    server.user("bob").await;
+    let device = [8u8; 16];
+    let (bob, session) = login(&server, "bob", device).await;
+    register(&bob, &session, device, "bob's laptop")
+        .await
+        .unwrap();
+    push_token(
+        &bob,
+        &session.token,
+        &device,
+        proto::PushPlatform::UnifiedPush,
+        &url,
+    )
+    .await
+    .unwrap();
+    bob.connection().close();
+    bob.connection().closed().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    alice.send_to_name("bob", b"over tls").await;
+    let request = tokio::time::timeout(Duration::from_secs(5), requests.recv())
+        .await
+        .expect("wake-up arrives over TLS")
+        .unwrap();
+    let text = String::from_utf8_lossy(&request);
+    assert!(
+        text.starts_with("POST /up/tls-token HTTP/1.1\r\n"),
+        "{text}"
+    );
+    assert!(request.ends_with(b"\r\n\r\nqpq:wake"), "{text}");
+    assert!(!text.contains("over tls"));
+}
+
 #[tokio::test]
 async fn push_tokens_are_checked_and_can_be_removed() {
     let server = TestServer::start().await;
@@ -422,11 +534,7 @@ async fn push_tokens_are_checked_and_can_be_removed() {
         .unwrap();
     let cases: [(proto::PushPlatform, &str, &str); 5] = [
         (proto::PushPlatform::Unspecified, "x", "platform"),
-        (
-            proto::PushPlatform::UnifiedPush,
-            "https://push.example.org/up/1",
-            "TLS",
-        ),
+        (proto::PushPlatform::UnifiedPush, "https://", "no host"),
         (
             proto::PushPlatform::WebPush,
             "http://127.0.0.1:9/x",
