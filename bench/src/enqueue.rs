@@ -107,9 +107,17 @@ pub(crate) async fn run(duration: Duration) -> anyhow::Result<()> {
         rows.push(vec![
             in_flight.to_string(),
             format!("{:.0}", g.per_second()),
-            format!("{} / {}", fmt_latency(g.percentile(0.5)), fmt_latency(g.percentile(0.99))),
+            format!(
+                "{} / {}",
+                fmt_latency(g.percentile(0.5)),
+                fmt_latency(g.percentile(0.99))
+            ),
             format!("{:.0}", e.per_second()),
-            format!("{} / {}", fmt_latency(e.percentile(0.5)), fmt_latency(e.percentile(0.99))),
+            format!(
+                "{} / {}",
+                fmt_latency(e.percentile(0.5)),
+                fmt_latency(e.percentile(0.99))
+            ),
             format!("{:.1}x", g.per_second() / e.per_second()),
         ]);
     }

@@ -18,7 +18,10 @@ fn run(binary: &str) -> String {
 fn custom_service_runs_to_completion() {
     let out = run(env!("CARGO_BIN_EXE_custom-service"));
     assert!(out.contains("pushed: note 1 by ada: buy milk"), "{out}");
-    assert!(out.contains("pushed: note 2 by ada: water the plants"), "{out}");
+    assert!(
+        out.contains("pushed: note 2 by ada: water the plants"),
+        "{out}"
+    );
     assert!(out.contains("refused: BadRequest(1)"), "{out}");
     assert!(out.contains("board has 2 notes"), "{out}");
 }
@@ -26,7 +29,13 @@ fn custom_service_runs_to_completion() {
 #[test]
 fn chat_runs_to_completion() {
     let out = run(env!("CARGO_BIN_EXE_chat"));
-    assert!(out.contains("bob reads from alice: hi bob, lunch at noon?"), "{out}");
-    assert!(out.contains("alice reads from bob: yes, see you there"), "{out}");
+    assert!(
+        out.contains("bob reads from alice: hi bob, lunch at noon?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("alice reads from bob: yes, see you there"),
+        "{out}"
+    );
     assert!(out.contains("done"), "{out}");
 }

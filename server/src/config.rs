@@ -1,4 +1,9 @@
-//! Server configuration: the command-line flags, each also settable by environment variable.
+//! Server configuration: command-line flags, environment variables and a TOML file.
+//!
+//! Precedence, highest first: a flag on the command line, its environment variable
+//! (`QPQ_…`), the key in the `--config` file, the built-in default. A config file uses the
+//! flag names with `_` or `-` (`data_dir = "/var/lib/qpq"`, `admin = ["alice"]`); an unknown
+//! key or a bad value stops the server at start with a message naming the key.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +20,14 @@ use clap::Parser;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "qpq-server", version)]
 pub struct Config {
+    /// TOML file with any of these settings (flags and environment variables override it).
+    #[arg(long, env = "QPQ_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// What to do instead of serving (nothing: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// QUIC listen address (host:port).
     #[arg(long, env = "QPQ_LISTEN", default_value = "0.0.0.0:5001")]
     pub listen: SocketAddr,
@@ -67,6 +80,16 @@ pub struct Config {
     #[arg(long, env = "QPQ_SYNC_EACH_WRITE")]
     pub sync_each_write: bool,
 
+    /// Log format: `text` for people, `json` (one object per line) for log collectors. The
+    /// level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "QPQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics over plain HTTP at `http://<addr>/metrics` (off when unset;
+    /// bind it to a private address).
+    #[arg(long, env = "QPQ_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Largest blob (attachment) an upload may declare, in bytes.
     #[arg(long, env = "QPQ_BLOB_MAX_BYTES", default_value_t = 256 << 20)]
     pub blob_max_bytes: u64,
@@ -103,11 +126,192 @@ pub struct Config {
     pub cert_names: Vec<String>,
 }
 
+/// Maintenance commands.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Copy the data directory to DIR, consistently, while the server keeps running (or
+    /// directly when no server runs on --data-dir).
+    ///
+    /// Example: qpq-server --data-dir /var/lib/qpq backup --to /backups/qpq-2026-11-26
+    Backup {
+        /// An absent or empty directory to write the backup into.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into --data-dir, which must hold no database. Stop the server first.
+    ///
+    /// Example: qpq-server --data-dir /var/lib/qpq restore --from /backups/qpq-2026-11-26
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The command line or an environment variable is invalid (clap's message).
+    #[error("{0}")]
+    Args(#[from] clap::Error),
+    /// The config file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key of the config file is unknown or its value is invalid.
+    #[error("config file {path}: key `{key}`: {message}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// The key as written in the file.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Renders a TOML value as the command-line words of `--flag`.
+fn flag_words(flag: &str, value: &toml::Value, takes_value: bool) -> Result<Vec<String>, String> {
+    use toml::Value;
+    let scalar = |v: &Value| -> Result<String, String> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Integer(i) => Ok(i.to_string()),
+            Value::Float(f) => Ok(f.to_string()),
+            Value::Boolean(b) => Ok(b.to_string()),
+            other => Err(format!(
+                "expected a string, number or boolean, found {}",
+                other.type_str()
+            )),
+        }
+    };
+    if !takes_value {
+        return match value {
+            Value::Boolean(true) => Ok(vec![flag.to_owned()]),
+            Value::Boolean(false) => Ok(Vec::new()),
+            other => Err(format!(
+                "expected true or false, found {}",
+                other.type_str()
+            )),
+        };
+    }
+    match value {
+        Value::Array(items) => {
+            let mut words = Vec::new();
+            for item in items {
+                words.push(flag.to_owned());
+                words.push(scalar(item)?);
+            }
+            Ok(words)
+        }
+        other => Ok(vec![flag.to_owned(), scalar(other)?]),
+    }
+}
+
 impl Config {
+    /// Loads the configuration from the process's arguments, environment and config file.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// Loads the configuration from `args` (the first is the program name), the environment
+    /// and the `--config` file they name.
+    pub fn load_from<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let command = Self::command();
+        let matches = command.clone().try_get_matches_from(&args)?;
+        let config = Self::from_arg_matches(&matches)?;
+        let Some(path) = config.config.clone() else {
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut from_file: Vec<std::ffi::OsString> = Vec::new();
+        for (key, value) in &table {
+            let bad = |message: String| ConfigError::Key {
+                path: path.clone(),
+                key: key.clone(),
+                message,
+            };
+            // A key is the flag's long name (`admin`, `data-dir`) with `-` or `_`.
+            let long = key.replace('_', "-");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .filter(|a| a.get_id().as_str() != "config")
+                .ok_or_else(|| {
+                    bad("unknown setting; see `qpq-server --help` for the names".into())
+                })?;
+            if matches!(
+                matches.value_source(arg.get_id().as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            let flag = format!("--{}", arg.get_long().unwrap_or_default());
+            let words = flag_words(&flag, value, arg.get_action().takes_values()).map_err(bad)?;
+            // Check this key alone, so an error names it.
+            let mut alone: Vec<std::ffi::OsString> =
+                vec![args.first().cloned().unwrap_or_default()];
+            alone.extend(words.iter().map(Into::into));
+            if let Err(error) = Self::command().try_get_matches_from(&alone) {
+                let message = error.to_string();
+                let message = message
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                return Err(bad(message));
+            }
+            from_file.extend(words.into_iter().map(Into::into));
+        }
+        let mut merged = vec![args.first().cloned().unwrap_or_default()];
+        merged.extend(from_file);
+        merged.extend(args.iter().skip(1).cloned());
+        let matches = Self::command().try_get_matches_from(&merged)?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+
     /// Configuration for tests and embedding: listen on `listen`, store in `data_dir`,
     /// everything else at its default.
     pub fn for_data_dir(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         let mut config = Self::parse_from(["qpq-server"]);
+        config.config = None;
         config.listen = listen;
         config.data_dir = data_dir.into();
         config

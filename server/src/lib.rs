@@ -19,6 +19,7 @@ pub mod auth;
 pub mod store;
 
 mod accounts;
+pub mod backup;
 mod blobs;
 mod channels;
 mod clock;
@@ -31,6 +32,7 @@ mod health;
 mod keys;
 mod kt;
 mod live;
+mod metrics;
 mod moderation;
 mod p2p;
 mod push;
@@ -50,7 +52,7 @@ use crate::auth::{LimiterConfig, LoginConfig, LoginLimiter, OpaqueServer};
 use crate::live::Live;
 use crate::store::{Durability, FjallStore, QueueLimits, Store, StoreOptions};
 
-pub use config::Config;
+pub use config::{Command, Config, ConfigError, LogFormat};
 
 /// The server's state, shared by every call. `S` is the storage backend.
 pub struct Messenger<S: Store = FjallStore> {
@@ -105,6 +107,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The server's TLS identity (clients pin `identity.cert`).
     pub identity: TlsIdentity,
+    /// Where `/metrics` is served, when `--metrics-listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -172,19 +176,53 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 config.data_dir.join("db").display()
             )
         })?;
+    let control_store = store.clone();
+    let gauges_store = store.clone();
+    let gauges: metrics::StoreGauges = Arc::new(move || {
+        let store = gauges_store.clone();
+        Box::pin(async move {
+            let (queued_messages, queued_bytes, nonempty_queues) =
+                store.queue_totals().await.unwrap_or_default();
+            metrics::StoreSnapshot {
+                queued_messages,
+                queued_bytes,
+                nonempty_queues,
+                sync: store.sync_stats(),
+            }
+        })
+    });
+    let metrics = Arc::new(metrics::Metrics::new(gauges));
     let messenger = Arc::new(Messenger::new(config.clone(), store, opaque)?);
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
-    let server = Server::bind(config.listen, &identity, dispatch, ServerOptions::default())
+    let mut options = ServerOptions::default();
+    options.observer = Some(metrics.clone());
+    let server = Server::bind(config.listen, &identity, dispatch, options)
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = server.local_addr()?;
     let handle = server.handle();
-    let pusher = tokio::spawn(push::run(
+    let mut tasks = Vec::new();
+    let mut metrics_addr = None;
+    if let Some(listen) = config.metrics_listen {
+        let listener = metrics::bind(listen)
+            .await
+            .with_context(|| format!("could not listen for metrics on {listen}"))?;
+        metrics_addr = Some(listener.local_addr()?);
+        tracing::info!(addr = %listen, "serving Prometheus metrics at /metrics");
+        tasks.push(tokio::spawn(metrics::serve(listener, metrics)));
+    }
+    tasks.push(tokio::spawn(channels::presence_feed(messenger.clone())));
+    let control = backup::bind_control(&config.data_dir)?;
+    tasks.push(tokio::spawn(backup::serve_control(
+        control,
+        control_store,
+        config.data_dir.clone(),
+    )));
+    tasks.push(tokio::spawn(push::run(
         messenger.clone(),
         push::HttpPushGateway::new(&config),
-    ));
-    let presence = tokio::spawn(channels::presence_feed(messenger.clone()));
-    let sweeper = tokio::spawn(sweep(messenger));
-    let serve = tokio::spawn(server.serve());
+    )));
+    tasks.push(tokio::spawn(sweep(messenger)));
+    tasks.push(tokio::spawn(server.serve()));
     tracing::info!(
         %addr,
         cert_sha256 = %qpq_runtime::tls::hex(&identity.cert_sha256()),
@@ -192,9 +230,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     Ok(RunningServer {
         addr,
+        metrics_addr,
         identity,
         handle,
-        tasks: vec![serve, sweeper, pusher, presence],
+        tasks,
     })
 }
 

@@ -1,17 +1,41 @@
 //! `qpq-server`: runs the quicproquo messenger server until SIGINT or SIGTERM.
 
-use clap::Parser;
-use qpq_server::Config;
+use qpq_server::{Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(qpq_server::ConfigError::Args(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("qpq-server: {error}");
+            std::process::exit(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .init(),
+    }
+    match &config.command {
+        Some(Command::Backup { to }) => {
+            println!(
+                "{}",
+                qpq_server::backup::backup(&config.data_dir, to).await?
+            );
+            return Ok(());
+        }
+        Some(Command::Restore { from }) => {
+            println!("{}", qpq_server::backup::restore(from, &config.data_dir)?);
+            return Ok(());
+        }
+        None => {}
+    }
     let server = qpq_server::start(config).await?;
     // A line scripts and tests can wait for, whatever the log level.
     println!("qpq-server listening on {}", server.addr);

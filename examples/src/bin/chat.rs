@@ -16,30 +16,40 @@ use qpq_schema::Event;
 
 async fn connect(server: &qpq_server::RunningServer) -> anyhow::Result<QpqClient> {
     let options = ClientOptions::pinned(server.identity.cert.clone());
-    Ok(QpqClient::new(qpq_runtime::connect(server.addr, &options).await?))
+    Ok(QpqClient::new(
+        qpq_runtime::connect(server.addr, &options).await?,
+    ))
 }
 
 fn to(identity: &IdentityKey) -> Option<proto::UserRef> {
     Some(proto::UserRef {
-        target: Some(proto::user_ref::Target::IdentityKey(Bytes::copy_from_slice(
-            &identity.public(),
-        ))),
+        target: Some(proto::user_ref::Target::IdentityKey(
+            Bytes::copy_from_slice(&identity.public()),
+        )),
     })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server =
-        qpq_server::start(qpq_server::Config::for_data_dir("127.0.0.1:0".parse()?, dir.path()))
-            .await?;
+    let server = qpq_server::start(qpq_server::Config::for_data_dir(
+        "127.0.0.1:0".parse()?,
+        dir.path(),
+    ))
+    .await?;
     println!("server on {}", server.addr);
 
     let alice_client = connect(&server).await?;
     let bob_client = connect(&server).await?;
     let alice_key = IdentityKey::generate();
     let bob_key = IdentityKey::generate();
-    qpq_client::register(&alice_client, "alice", b"alice's passphrase", &alice_key.public()).await?;
+    qpq_client::register(
+        &alice_client,
+        "alice",
+        b"alice's passphrase",
+        &alice_key.public(),
+    )
+    .await?;
     qpq_client::register(&bob_client, "bob", b"bob's passphrase", &bob_key.public()).await?;
     let alice = qpq_client::login(&alice_client, "alice", b"alice's passphrase", None).await?;
     let bob = qpq_client::login(&bob_client, "bob", b"bob's passphrase", None).await?;

@@ -90,7 +90,9 @@ async fn main() -> anyhow::Result<()> {
     // A reader connects, lists the (empty) board and waits for pushes.
     let options = ClientOptions::pinned(identity.cert.clone());
     let reader = NotesClient::new(qpq_runtime::connect(addr, &options).await?);
-    let mut events = reader.events().expect("a fresh connection has its event stream");
+    let mut events = reader
+        .events()
+        .expect("a fresh connection has its event stream");
     let board = reader.list_notes(ListNotesRequest {}).await?;
     println!("board has {} notes", board.notes.len());
 

@@ -58,12 +58,13 @@ pub use self::channels::{
 pub use self::devices::{
     DeviceError, DeviceId, DeviceRecord, DeviceStore, PushPlatform, PushToken, Registered,
 };
-pub use self::fjall::{FjallStore, StoreOptions};
+pub use self::fjall::{BackupStats, FjallStore, StoreOptions};
 pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
 pub use self::kt::{KtHead, KtLeafKind, KtLeafRecord, KtProof, KtStore, KtSubject, Revocation};
 pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};
 pub use self::p2p::{EndpointRecord, P2pStore};
 pub use self::recovery::RecoveryStore;
+pub use self::writer::{SYNC_BUCKETS_US, SyncStats};
 
 /// An Ed25519 identity public key: the address of a queue and the key of an account.
 pub type IdentityKey = [u8; 32];

@@ -55,6 +55,26 @@ pub(super) struct Health {
     failure: OnceLock<String>,
     syncs: AtomicU64,
     inject_failure: AtomicBool,
+    /// Total time spent in syncs, microseconds.
+    sync_micros: AtomicU64,
+    /// Sync durations by [`SYNC_BUCKETS_US`] upper bound (last: larger).
+    sync_buckets: [AtomicU64; SYNC_BUCKETS_US.len() + 1],
+}
+
+/// Upper bounds (microseconds) of the sync-latency histogram buckets.
+pub const SYNC_BUCKETS_US: [u64; 11] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+
+/// Journal sync statistics since the store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Syncs performed.
+    pub count: u64,
+    /// Time spent in them, microseconds.
+    pub total_micros: u64,
+    /// Count per bucket of [`SYNC_BUCKETS_US`] (not cumulative); the last counts larger ones.
+    pub buckets: Vec<u64>,
 }
 
 impl Health {
@@ -84,6 +104,19 @@ impl Health {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// Sync count, time and latency histogram.
+    pub(super) fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            count: self.syncs.load(Ordering::Relaxed),
+            total_micros: self.sync_micros.load(Ordering::Relaxed),
+            buckets: self
+                .sync_buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
     /// Makes the next sync fail as if `fsync` had (test hook).
     pub(super) fn inject_sync_failure(&self) {
         self.inject_failure.store(true, Ordering::Release);
@@ -95,11 +128,21 @@ impl Health {
             return Err(msg.clone());
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let result = if self.inject_failure.swap(false, Ordering::AcqRel) {
             Err("injected sync failure".to_owned())
         } else {
             persist()
         };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = SYNC_BUCKETS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(SYNC_BUCKETS_US.len());
+        if let Some(counter) = self.sync_buckets.get(bucket) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         result.map_err(|e| self.record(format!("journal sync failed: {e}")))
     }
 }

@@ -36,6 +36,7 @@
 //! on the caller's task: they touch the memtable or block cache and cost microseconds, less
 //! than a hop to another thread would. Scans (`peek`) run on tokio's blocking pool.
 
+mod backup;
 mod blobs;
 mod channels;
 mod devices;
@@ -45,6 +46,8 @@ mod moderation;
 mod p2p;
 mod record;
 mod recovery;
+
+pub use self::backup::BackupStats;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -225,6 +228,30 @@ impl FjallStore {
     /// commit, concurrent writes share syncs, so this grows slower than the write count.
     pub fn sync_count(&self) -> u64 {
         self.inner.engine.health.sync_count()
+    }
+
+    /// Messages and payload bytes queued across all queues, and the number of non-empty
+    /// queues (for metrics). Scans the per-queue counters: one small record per queue.
+    pub async fn queue_totals(&self) -> Result<(u64, u64, u64), StoreError> {
+        self.blocking(|e| {
+            let (mut messages, mut bytes, mut queues) = (0u64, 0u64, 0u64);
+            for guard in e.queue_meta.iter() {
+                let (_, value) = guard.into_inner().map_err(engine_err)?;
+                let meta = codec::decode_queue_meta(&value)?;
+                if meta.messages > 0 {
+                    queues += 1;
+                }
+                messages = messages.saturating_add(meta.messages);
+                bytes = bytes.saturating_add(meta.bytes);
+            }
+            Ok((messages, bytes, queues))
+        })
+        .await
+    }
+
+    /// Journal sync count, time and latency histogram (for metrics).
+    pub fn sync_stats(&self) -> super::writer::SyncStats {
+        self.inner.engine.health.sync_stats()
     }
 
     /// The queue limits in force.
