@@ -369,3 +369,52 @@ async fn the_same_content_is_stored_once() {
         StatusCode::NotFound
     );
 }
+
+#[tokio::test]
+async fn an_upload_resumes_after_a_server_restart_and_the_blob_survives() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let data = content(3 * MIB + 100, 41);
+    let first = start(&alice, &data, MIB + 50, sha256(&data)).await.unwrap();
+    let id = first.upload_id.clone();
+    // Every acknowledged chunk is durable: stop the server mid-upload.
+    server.server.take().unwrap().shutdown().await;
+    let config =
+        qpq_server::Config::for_data_dir("127.0.0.1:0".parse().unwrap(), server.dir.path());
+    let restarted = qpq_server::start(config).await.expect("restart");
+    let connection = qpq_runtime::connect(
+        restarted.addr,
+        &qpq_runtime::ClientOptions::pinned(restarted.identity.cert.clone()),
+    )
+    .await
+    .unwrap();
+    let client = qpq_client::QpqClient::new(connection);
+    let session = qpq_client::login(&client, "alice", b"password of test", None)
+        .await
+        .unwrap();
+    let alice = User {
+        name: alice.name,
+        client,
+        identity: alice.identity,
+        session,
+    };
+    // The client asks where to resume and sends the rest.
+    let probe = chunk(&alice, &id, &data, 0, 0).await.unwrap();
+    assert_eq!(probe.bytes_received, (MIB + 50) as u64);
+    let mut state = probe;
+    while (state.bytes_received as usize) < data.len() {
+        state = chunk(&alice, &id, &data, state.bytes_received as usize, CHUNK)
+            .await
+            .unwrap();
+    }
+    assert_eq!(&state.blob_id[..], &sha256(&data));
+    let mut back = Vec::new();
+    while back.len() < data.len() {
+        let part = download(&alice, &state.blob_id, back.len() as u64, 0)
+            .await
+            .unwrap();
+        back.extend_from_slice(&part.data);
+    }
+    assert!(back == data);
+    restarted.shutdown().await;
+}
