@@ -444,3 +444,44 @@ async fn revocations_are_logged_checked_and_proven() {
         .unwrap_err();
     assert!(err.to_string().contains("revoked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_each_get_a_proven_leaf_in_one_consistent_log() {
+    let server = TestServer::start().await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let identity = qpq_client::IdentityKey::generate();
+            qpq_client::register(&client, &format!("user{i}"), b"pw", &identity.public())
+                .await
+                .unwrap();
+            identity.public()
+        }));
+    }
+    let mut keys = Vec::new();
+    for task in tasks {
+        keys.push(task.await.unwrap());
+    }
+    let auditor = server.user("auditor").await;
+    let mut indexes = Vec::new();
+    let mut pinned = None;
+    for (i, key) in keys.iter().enumerate() {
+        let response = audit(
+            &auditor.client,
+            auditor.token(),
+            Some(Subject::Username(format!("user{i}"))),
+            0,
+        )
+        .await;
+        let pin = *pinned.get_or_insert(log_key(&response));
+        let verified = verify_audit(&response, &pin, None).unwrap();
+        assert_eq!(verified.head.tree_size, 13);
+        let (index, leaf) = verified.leaf.unwrap();
+        assert_eq!(&leaf.identity_key[..], key);
+        indexes.push(index);
+    }
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 12, "every binding has its own leaf");
+}

@@ -719,6 +719,97 @@ mod tests {
         assert!(decode_member(m.identity, &[1, 9, 0]).is_err());
     }
 
+    fn account(name: &str, identity: IdentityKey) -> crate::store::Account {
+        crate::store::Account {
+            username: name.into(),
+            identity_key: identity,
+            password_file: vec![1],
+            created_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn account_deletion_leaves_no_key_or_membership_record_behind() {
+        use crate::store::{HybridKeyRecord, KeyPackageUpload, KeyStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Default::default()).unwrap();
+        let (alice, bob) = ([0xa1; 32], [0xb0; 32]);
+        store.create_account(account("alice", alice)).await.unwrap();
+        store.create_account(account("bob", bob)).await.unwrap();
+        for last_resort in [false, false, true] {
+            store
+                .upload_key_package(KeyPackageUpload {
+                    identity: alice,
+                    key_package: bytes::Bytes::from_static(b"kp"),
+                    last_resort,
+                    max_queued: 10,
+                })
+                .await
+                .unwrap();
+        }
+        let hybrid = HybridKeyRecord {
+            x25519_public: [1; 32],
+            mlkem768_public: bytes::Bytes::from_static(&[0; 1184]),
+            signature: [2; 64],
+            created_at_ms: 3,
+        };
+        store.put_hybrid_key(&alice, hybrid).await.unwrap();
+        let channel = Channel {
+            id: ChannelId([7; 16]),
+            name: String::new(),
+            description: String::new(),
+            settings: BTreeMap::new(),
+            owner: alice,
+            created_at_ms: 5,
+            epoch: 0,
+        };
+        store
+            .create_channel(NewChannel {
+                channel,
+                members: vec![bob],
+            })
+            .await
+            .unwrap()
+            .unwrap();
+
+        store.delete_account("alice").await.unwrap();
+        let engine = &store.inner.engine;
+        for name in [
+            super::super::keys::KEY_PACKAGES,
+            super::super::keys::KEY_PACKAGE_META,
+            super::super::keys::LAST_RESORT_KEY_PACKAGES,
+            super::super::keys::HYBRID_KEYS,
+        ] {
+            assert_eq!(engine.ks(name).unwrap().iter().count(), 0, "{name}");
+        }
+        for name in [CHANNEL_MEMBERS, CHANNEL_MEMBER_ORDER, MEMBER_CHANNELS] {
+            assert_eq!(
+                engine.ks(name).unwrap().iter().count(),
+                1,
+                "only bob's entry in {name}"
+            );
+        }
+        let left = store.channel(&ChannelId([7; 16])).await.unwrap().unwrap();
+        assert_eq!(left.owner, bob, "the remaining member owns the channel");
+        let bob_now = store.member(&left.id, &bob).await.unwrap().unwrap();
+        assert_eq!(bob_now.role, ChannelRole::Owner);
+        // The transparency log keeps both bindings.
+        assert_eq!(
+            engine
+                .ks(super::super::kt::KT_LEAVES)
+                .unwrap()
+                .iter()
+                .count(),
+            2
+        );
+
+        store.delete_account("bob").await.unwrap();
+        assert!(
+            store.channel(&left.id).await.unwrap().is_none(),
+            "nobody left"
+        );
+    }
+
     #[test]
     fn order_keys_sort_by_join_time() {
         let id = ChannelId([0; 16]);
