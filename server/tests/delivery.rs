@@ -381,15 +381,15 @@ async fn unfinished_methods_say_so() {
     let alice = server.user("alice").await;
     let result = alice
         .client
-        .create_channel(proto::CreateChannelRequest {
+        .federation_health(proto::FederationHealthRequest {
             session_token: alice.token(),
-            ..Default::default()
+            domain: String::new(),
         })
         .await;
     let status = result.unwrap_err().status().cloned().unwrap();
     assert_eq!(status.code(), StatusCode::Unavailable);
     assert_eq!(
         status.message(),
-        "CreateChannel (400) is not implemented yet"
+        "FederationHealth (905) is not implemented yet"
     );
 }
