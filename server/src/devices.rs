@@ -6,7 +6,7 @@
 //! their tokens is Unauthorized), their parked FetchWaits are signalled and their connections
 //! closed (which ends their push streams). The caller's own connection is spared so it
 //! receives the answer; if it revoked its own device, that connection stops receiving pushes
-//! and its token stops working. Delivery queues are per account, not per device, so revoking
+//! at once and is closed [`SELF_REVOKE_CLOSE`] later, after the answer has left. Delivery queues are per account, not per device, so revoking
 //! drops no messages. A revoked id can never be registered or logged in with again.
 //!
 //! Last seen: every authenticated call of a device-bound session is noted in memory
@@ -37,6 +37,8 @@ pub(crate) const MAX_DEVICES: usize = 64;
 const MAX_NAME: usize = 64;
 /// Longest push token or endpoint URL, in bytes.
 const MAX_TOKEN: usize = 4096;
+/// How long a connection that revoked its own device stays open for the answer.
+const SELF_REVOKE_CLOSE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Last authenticated call per device, in memory until the sweeper records it.
 #[derive(Default)]
@@ -251,6 +253,13 @@ impl<S: Store> Messenger<S> {
             Some(ctx.connection().id()),
             "device revoked",
         );
+        if ctx.auth().device_id.as_deref() == Some(&id[..]) {
+            let connection = ctx.connection().clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SELF_REVOKE_CLOSE).await;
+                connection.close("device revoked");
+            });
+        }
         tracing::info!(
             username = %ctx.auth().username,
             device = %hex(&id),

@@ -272,6 +272,12 @@ async fn a_device_can_revoke_itself_and_gets_the_answer() {
         .await
         .unwrap();
     assert_eq!(answer.sessions_ended, 1);
+    // Its connection closes shortly after the answer.
+    let reason = tokio::time::timeout(Duration::from_secs(1), client.connection().closed())
+        .await
+        .expect("connection closed within a second");
+    assert!(reason.contains("device revoked"), "{reason}");
+    let client = server.client().await;
     let after = client
         .list_devices(proto::ListDevicesRequest {
             session_token: session.token.clone(),
