@@ -207,12 +207,19 @@ fn provider() -> Arc<CryptoProvider> {
 pub enum ServerTrust {
     /// Accept only these exact certificates (DER). The normal and only safe choice.
     Pinned(Vec<CertificateDer<'static>>),
+    /// Accept only certificates whose DER has one of these SHA-256 fingerprints (what
+    /// [`TlsIdentity::cert_sha256`] returns). As safe as [`ServerTrust::Pinned`]; for
+    /// configurations that carry a fingerprint instead of the certificate file, such as
+    /// federation peers.
+    PinnedSha256(Vec<[u8; 32]>),
     /// Accept any certificate. For local experiments only: anyone on the path can impersonate
     /// the server.
     DangerAcceptAnyCertificate,
 }
 
-pub(crate) fn server_crypto(identity: &TlsIdentity) -> Result<rustls::ServerConfig, TlsError> {
+/// The server's rustls configuration: TLS 1.3 only, ALPN `qpq`, 0-RTT off, client
+/// certificates offered but not required. Exposed for tools that build their own endpoint.
+pub fn server_crypto(identity: &TlsIdentity) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(OptionalClientCert {
         algorithms: provider.signature_verification_algorithms,
@@ -228,16 +235,15 @@ pub(crate) fn server_crypto(identity: &TlsIdentity) -> Result<rustls::ServerConf
     Ok(config)
 }
 
-pub(crate) fn client_crypto(
+/// The client's rustls configuration: TLS 1.3 only, ALPN `qpq`, 0-RTT off, the server
+/// certificate checked by `trust`, and `identity` presented when given.
+pub fn client_crypto(
     trust: &ServerTrust,
     identity: Option<&TlsIdentity>,
 ) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(PinnedServerCert {
-        pinned: match trust {
-            ServerTrust::Pinned(certs) => Some(certs.clone()),
-            ServerTrust::DangerAcceptAnyCertificate => None,
-        },
+        pinned: pins(trust),
         algorithms: provider.signature_verification_algorithms,
     });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -256,11 +262,22 @@ pub(crate) fn client_crypto(
     Ok(config)
 }
 
-/// Accepts the server certificate only if it is byte-for-byte one of the pinned ones, and
-/// still checks the handshake signature so the server proves it holds the key.
+/// The fingerprints a trust setting accepts; `None` accepts any certificate.
+fn pins(trust: &ServerTrust) -> Option<Vec<[u8; 32]>> {
+    match trust {
+        ServerTrust::Pinned(certs) => Some(certs.iter().map(|c| cert_sha256(c)).collect()),
+        ServerTrust::PinnedSha256(fingerprints) => Some(fingerprints.clone()),
+        ServerTrust::DangerAcceptAnyCertificate => None,
+    }
+}
+
+/// Accepts the server certificate only if its SHA-256 is one of the pinned fingerprints
+/// (a pinned certificate file is pinned by its fingerprint, which identifies the DER bytes
+/// exactly), and still checks the handshake signature so the server proves it holds the key.
 #[derive(Debug)]
 struct PinnedServerCert {
-    pinned: Option<Vec<CertificateDer<'static>>>,
+    /// `None`: accept any certificate (the `danger` option).
+    pinned: Option<Vec<[u8; 32]>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -273,15 +290,17 @@ impl ServerCertVerifier for PinnedServerCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match &self.pinned {
-            None => Ok(ServerCertVerified::assertion()),
-            Some(pinned) if pinned.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            Some(_) => Err(rustls::Error::General(format!(
+        let Some(pinned) = &self.pinned else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let presented = cert_sha256(end_entity.as_ref());
+        if pinned.contains(&presented) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
                 "server certificate (sha256 {}) is not the pinned certificate",
-                hex(&cert_sha256(end_entity.as_ref()))
-            ))),
+                hex(&presented)
+            )))
         }
     }
 
@@ -381,6 +400,30 @@ mod tests {
         let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         server_crypto(&second).unwrap();
+    }
+
+    #[test]
+    fn pinning_by_fingerprint_accepts_only_the_pinned_certificates() {
+        let pinned = TlsIdentity::generate(&["peer.example"]).unwrap();
+        let other = TlsIdentity::generate(&["peer.example"]).unwrap();
+        let name = ServerName::try_from("peer.example").unwrap();
+        let verify = |trust: &ServerTrust, cert: &CertificateDer<'_>| {
+            let verifier = PinnedServerCert {
+                pinned: pins(trust),
+                algorithms: provider().signature_verification_algorithms,
+            };
+            verifier.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+        };
+        let by_hash = ServerTrust::PinnedSha256(vec![[0; 32], pinned.cert_sha256()]);
+        assert!(verify(&by_hash, &pinned.cert).is_ok());
+        let refused = verify(&by_hash, &other.cert).unwrap_err().to_string();
+        assert!(refused.contains("not the pinned certificate"), "{refused}");
+        assert!(refused.contains(&hex(&other.cert_sha256())), "{refused}");
+        let by_file = ServerTrust::Pinned(vec![pinned.cert.clone()]);
+        assert!(verify(&by_file, &pinned.cert).is_ok());
+        assert!(verify(&by_file, &other.cert).is_err());
+        assert!(verify(&ServerTrust::PinnedSha256(Vec::new()), &pinned.cert).is_err());
+        client_crypto(&by_hash, Some(&other)).unwrap();
     }
 
     #[test]

@@ -483,6 +483,27 @@ async fn unpinned_server_certificate_is_refused() {
 }
 
 #[tokio::test]
+async fn server_certificate_pinned_by_sha256() {
+    let fixture = start().await;
+    let pinned = ClientOptions::with_trust(qpq_runtime::ServerTrust::PinnedSha256(vec![
+        fixture.cert.cert_sha256(),
+    ]));
+    let client = DemoClient::new(qpq_runtime::connect(fixture.addr, &pinned).await.unwrap());
+    assert!(client.echo(EchoRequest::default()).await.is_ok());
+    let wrong = ClientOptions::with_trust(qpq_runtime::ServerTrust::PinnedSha256(vec![
+        fixture.peer.cert_sha256(),
+    ]));
+    let error = qpq_runtime::connect(fixture.addr, &wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ConnectError::Handshake { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("not the pinned certificate"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn auth_required_methods_never_reach_the_handler_without_valid_credentials() {
     let fixture = start().await;
     let client = fixture.client().await;
