@@ -6,7 +6,10 @@
 //! Every figure in a table is measured in the same run, side by side, so ratios stay
 //! meaningful on a shared, noisy machine; absolute numbers vary between runs.
 
+mod bulk;
 mod enqueue;
+mod rpc;
+mod services;
 mod stats;
 
 use clap::{Parser, ValueEnum};
@@ -24,14 +27,18 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Section {
+    /// Small RPC: quicproquo vs raw quinn vs tonic, 1/16/256 in flight.
+    Rpc,
     /// Durable Enqueue throughput: group commit vs one sync per write.
     Enqueue,
+    /// Bulk transfer MB/s, 64 KiB and 16 MiB, quicproquo vs tonic over TLS.
+    Bulk,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sections = if args.sections.is_empty() {
-        vec![Section::Enqueue]
+        vec![Section::Rpc, Section::Enqueue, Section::Bulk]
     } else {
         args.sections.clone()
     };
@@ -42,7 +49,9 @@ fn main() -> anyhow::Result<()> {
     let duration = std::time::Duration::from_secs_f64(args.seconds);
     for section in sections {
         match section {
+            Section::Rpc => rpc::run(duration)?,
             Section::Enqueue => runtime.block_on(enqueue::run(duration))?,
+            Section::Bulk => bulk::run(duration)?,
         }
     }
     Ok(())

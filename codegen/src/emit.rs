@@ -394,6 +394,8 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
             },
         }
 
+        // With few or no events in a schema, these matches can have a single arm.
+        #[allow(clippy::match_single_binding, clippy::infallible_destructuring_match)]
         impl Event {
             /// The wire event type.
             pub fn event_type(&self) -> u16 {

@@ -732,6 +732,7 @@ pub enum Event {
         payload: ::qpq_runtime::codegen::Bytes,
     },
 }
+#[allow(clippy::match_single_binding, clippy::infallible_destructuring_match)]
 impl Event {
     /// The wire event type.
     pub fn event_type(&self) -> u16 {

@@ -1,0 +1,202 @@
+//! Small RPC (64-byte body) at 1, 16 and 256 calls in flight on one connection: quicproquo
+//! through the generated dispatch and client, a raw quinn echo with the same frame layout,
+//! and tonic unary (HTTP/2) with and without TLS.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use qpq_runtime::{ClientOptions, ServerOptions, TlsIdentity};
+
+use crate::services::{self, GrpcTls, grpc, qpqgen};
+use crate::stats::{Sample, fmt_latency, table};
+
+const BODY: usize = 64;
+const IN_FLIGHT: [usize; 3] = [1, 16, 256];
+
+/// Runs `in_flight` loops of `call` for `duration` on the current (client) runtime.
+pub(crate) async fn measure<C, F>(in_flight: usize, duration: Duration, call: C) -> Sample
+where
+    C: Fn() -> F + Clone + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    // Warm up the connection and the code paths.
+    for _ in 0..50 {
+        call().await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let call = call.clone();
+        let stop = stop.clone();
+        tasks.push(local.spawn_local(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            while !stop.load(Ordering::Relaxed) {
+                let begun = Instant::now();
+                call().await;
+                latencies.push(begun.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    local
+        .run_until(async {
+            tokio::time::sleep(duration).await;
+            stop.store(true, Ordering::Relaxed);
+            for task in tasks {
+                latencies.extend(task.await.expect("bench task"));
+            }
+        })
+        .await;
+    Sample {
+        ops: latencies.len() as u64,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+/// Runs `body` on a fresh thread with a current-thread runtime (the client side).
+pub(crate) fn on_client_thread<T: Send + 'static>(
+    body: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime")
+            .block_on(body())
+    })
+    .join()
+    .expect("client thread")
+}
+
+fn row(name: &str, in_flight: usize, s: &mut Sample, base: f64, base_p50: Duration) -> Vec<String> {
+    let p50 = s.percentile(0.5);
+    vec![
+        name.to_owned(),
+        in_flight.to_string(),
+        format!("{:.0}", s.per_second()),
+        format!("{} / {}", fmt_latency(p50), fmt_latency(s.percentile(0.99))),
+        format!("{:.2}x", s.per_second() / base),
+        format!("{:.2}x", p50.as_secs_f64() / base_p50.as_secs_f64()),
+    ]
+}
+
+/// Prints the small-RPC table.
+pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
+    println!(
+        "## Small RPC ({BODY}-byte body, one connection; server and client each on one core)\n"
+    );
+    let identity = TlsIdentity::generate(&["localhost"])?;
+    let qpq_addr = services::start_qpq(identity.clone(), ServerOptions::default());
+    let raw_addr = services::start_raw_quinn(identity.clone());
+    let grpc_tls = GrpcTls::generate();
+    let tonic_plain = services::start_tonic(None);
+    let tonic_tls = services::start_tonic(Some(&grpc_tls));
+    let cert = identity.cert.clone();
+
+    let mut rows = Vec::new();
+    let mut summary = Vec::new();
+    for in_flight in IN_FLIGHT {
+        let cert = cert.clone();
+        let identity = identity.clone();
+        let grpc_ca = GrpcTls {
+            ca_pem: grpc_tls.ca_pem.clone(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        };
+        let samples = on_client_thread(move || {
+            Box::pin(async move {
+                let body = Bytes::from(vec![0x42u8; BODY]);
+                // Raw quinn: the floor.
+                let raw = services::raw_quinn_client(raw_addr, &identity).await;
+                let raw_body = body.clone();
+                let raw_sample = measure(in_flight, duration, move || {
+                    let (raw, body) = (raw.clone(), raw_body.clone());
+                    async move {
+                        let echoed = services::raw_quinn_call(&raw, &body).await;
+                        assert_eq!(echoed.len(), BODY);
+                    }
+                })
+                .await;
+                // quicproquo: generated client → runtime → generated dispatch → handler.
+                let connection = qpq_runtime::connect(qpq_addr, &ClientOptions::pinned(cert))
+                    .await
+                    .expect("qpq connects");
+                let client = qpqgen::BenchClient::new(connection);
+                let qpq_body = body.clone();
+                let qpq_sample = measure(in_flight, duration, move || {
+                    let (client, body) = (client.clone(), qpq_body.clone());
+                    async move {
+                        let echoed = client
+                            .echo(qpqgen::proto::EchoMsg { data: body })
+                            .await
+                            .expect("qpq echo");
+                        assert_eq!(echoed.data.len(), BODY);
+                    }
+                })
+                .await;
+                // tonic without and with TLS.
+                let mut grpc_samples = Vec::new();
+                for (addr, tls) in [(tonic_plain, None), (tonic_tls, Some(&grpc_ca))] {
+                    let client = services::tonic_client(addr, tls).await;
+                    let grpc_body = body.clone();
+                    grpc_samples.push(
+                        measure(in_flight, duration, move || {
+                            let (mut client, body) = (client.clone(), grpc_body.clone());
+                            async move {
+                                let echoed = client
+                                    .echo(grpc::EchoMsg { data: body })
+                                    .await
+                                    .expect("tonic echo")
+                                    .into_inner();
+                                assert_eq!(echoed.data.len(), BODY);
+                            }
+                        })
+                        .await,
+                    );
+                }
+                let tonic_tls_sample = grpc_samples.pop().unwrap();
+                let tonic_plain_sample = grpc_samples.pop().unwrap();
+                (raw_sample, qpq_sample, tonic_plain_sample, tonic_tls_sample)
+            })
+        });
+        let (mut raw, mut qpq, mut plain, mut tls) = samples;
+        let base = raw.per_second();
+        let base_p50 = raw.percentile(0.5);
+        rows.push(row("raw quinn", in_flight, &mut raw, base, base_p50));
+        rows.push(row("quicproquo", in_flight, &mut qpq, base, base_p50));
+        rows.push(row("tonic (h2c)", in_flight, &mut plain, base, base_p50));
+        rows.push(row("tonic (TLS)", in_flight, &mut tls, base, base_p50));
+        summary.push(format!(
+            "- {in_flight} in flight: quicproquo {:.2}x raw quinn, {:.1}x tonic (TLS), {:.1}x tonic (h2c); p50 {:.2}x raw quinn",
+            qpq.per_second() / base,
+            qpq.per_second() / tls.per_second(),
+            qpq.per_second() / plain.per_second(),
+            qpq.percentile(0.5).as_secs_f64() / base_p50.as_secs_f64()
+        ));
+    }
+    table(
+        &[
+            "system",
+            "in flight",
+            "calls/s",
+            "p50 / p99",
+            "calls/s vs raw quinn",
+            "p50 vs raw quinn",
+        ],
+        &rows,
+    );
+    for line in summary {
+        println!("{line}");
+    }
+    println!(
+        "\nTargets: at 256 in flight ≥ 0.8x raw quinn and ≥ 5x tonic; at 1 in flight p50 ≤ 1.1x raw quinn.\n"
+    );
+    Ok(())
+}
