@@ -411,6 +411,30 @@ impl<S: Store> QpqService for Messenger<S> {
         Messenger::federation_health(self, ctx, request).await
     }
 
+    async fn peer_fetch_key_package(
+        &self,
+        ctx: Ctx<FederationPeer>,
+        request: proto::PeerFetchKeyPackageRequest,
+    ) -> Result<proto::PeerFetchKeyPackageResponse, Status> {
+        Messenger::peer_fetch_key_package(self, ctx, request).await
+    }
+
+    async fn peer_fetch_hybrid_key(
+        &self,
+        ctx: Ctx<FederationPeer>,
+        request: proto::PeerFetchHybridKeyRequest,
+    ) -> Result<proto::PeerFetchHybridKeyResponse, Status> {
+        Messenger::peer_fetch_hybrid_key(self, ctx, request).await
+    }
+
+    async fn peer_resolve_user(
+        &self,
+        ctx: Ctx<FederationPeer>,
+        request: proto::PeerResolveUserRequest,
+    ) -> Result<proto::PeerResolveUserResponse, Status> {
+        Messenger::peer_resolve_user(self, ctx, request).await
+    }
+
     async fn delete_account(
         &self,
         ctx: Ctx<Session>,

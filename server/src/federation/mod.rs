@@ -58,3 +58,29 @@ impl<S: Store> Messenger<S> {
         Err(not_yet(MethodId::FederationHealth))
     }
 }
+
+impl<S: Store> Messenger<S> {
+    pub(crate) async fn peer_fetch_key_package(
+        &self,
+        _ctx: Ctx<FederationPeer>,
+        _request: proto::PeerFetchKeyPackageRequest,
+    ) -> Result<proto::PeerFetchKeyPackageResponse, Status> {
+        Err(not_yet(MethodId::PeerFetchKeyPackage))
+    }
+
+    pub(crate) async fn peer_fetch_hybrid_key(
+        &self,
+        _ctx: Ctx<FederationPeer>,
+        _request: proto::PeerFetchHybridKeyRequest,
+    ) -> Result<proto::PeerFetchHybridKeyResponse, Status> {
+        Err(not_yet(MethodId::PeerFetchHybridKey))
+    }
+
+    pub(crate) async fn peer_resolve_user(
+        &self,
+        _ctx: Ctx<FederationPeer>,
+        _request: proto::PeerResolveUserRequest,
+    ) -> Result<proto::PeerResolveUserResponse, Status> {
+        Err(not_yet(MethodId::PeerResolveUser))
+    }
+}
