@@ -75,6 +75,12 @@ pub struct Config {
     #[arg(long, env = "QPQ_KEY_PACKAGE_FETCHES_PER_MINUTE", default_value_t = 60)]
     pub key_package_fetches_per_minute: u32,
 
+    /// Change a rate limit: CLASS[.account|.address|.pair]=COUNT/PERIOD (PERIOD: s, min, h,
+    /// e.g. 5s; the count is also the burst) or CLASS=off; `all=off` turns every limit off.
+    /// Repeatable, applied in order. Classes and defaults: docs/running.md.
+    #[arg(long = "rate-limit", env = "QPQ_RATE_LIMITS", value_delimiter = ',')]
+    pub rate_limit: Vec<crate::ratelimit::RateLimitSetting>,
+
     /// Sync the journal after every write instead of batching concurrent writers into one
     /// sync (group commit). Same durability, far lower throughput; for benchmarks.
     #[arg(long, env = "QPQ_SYNC_EACH_WRITE")]

@@ -198,6 +198,8 @@ impl<S: Store> Messenger<S> {
             &request.channel_id,
         )?;
         self.check_channel_sender(&message).await?;
+        self.rate_limits
+            .check_pairs(&identity_of(ctx.auth())?, &[recipient])?;
         let seqs = self
             .store
             .enqueue(vec![(recipient, message.clone())])
@@ -237,6 +239,9 @@ impl<S: Store> Messenger<S> {
             self.check_channel_sender(&message).await.map_err(at)?;
             deliveries.push((recipient, message));
         }
+        let recipients: Vec<IdentityKey> = deliveries.iter().map(|(r, _)| *r).collect();
+        self.rate_limits
+            .check_pairs(&identity_of(ctx.auth())?, &recipients)?;
         let seqs = self
             .store
             .enqueue(deliveries.clone())

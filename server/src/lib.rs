@@ -36,6 +36,7 @@ mod metrics;
 mod moderation;
 mod p2p;
 mod push;
+mod ratelimit;
 mod recovery;
 mod service;
 mod session;
@@ -53,6 +54,7 @@ use crate::live::Live;
 use crate::store::{Durability, FjallStore, QueueLimits, Store, StoreOptions};
 
 pub use config::{Command, Config, ConfigError, LogFormat};
+pub use ratelimit::{Rate, RateLimitSetting, Scope};
 
 /// The server's state, shared by every call. `S` is the storage backend.
 pub struct Messenger<S: Store = FjallStore> {
@@ -70,6 +72,8 @@ pub struct Messenger<S: Store = FjallStore> {
     key_fetches: keys::FetchLimiter,
     /// Signs key transparency tree heads.
     kt_log: kt::LogKey,
+    /// Token buckets per rate class (see `ratelimit.rs`).
+    rate_limits: ratelimit::RateLimiter,
 }
 
 impl<S: Store> Messenger<S> {
@@ -81,6 +85,7 @@ impl<S: Store> Messenger<S> {
         Ok(Self {
             key_fetches: keys::FetchLimiter::new(config.key_package_fetches_per_minute),
             kt_log,
+            rate_limits: ratelimit::RateLimiter::new(&config.rate_limit),
             config,
             started: Instant::now(),
             store,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use qpq_runtime::{Admin, Authenticator, CallInfo, FederationPeer, Session, Status};
+use qpq_runtime::{Admin, Authenticator, CallInfo, FederationPeer, Principal, Session, Status};
 
 use crate::auth::hash_token;
 use crate::auth::session::SESSION_TOKEN_LEN;
@@ -100,5 +100,10 @@ impl<S: Store> Authenticator for Messenger<S> {
             call.method().name,
             call.method().id
         )))
+    }
+
+    /// Token buckets per `rate_class`, per account and per address (`ratelimit.rs`).
+    fn rate_limit(&self, call: &CallInfo, principal: Principal<'_>) -> Result<(), Status> {
+        self.rate_limits.check(call, principal)
     }
 }

@@ -36,7 +36,8 @@ fn run_server_command(dir: &std::path::Path, args: &[&str]) -> String {
 async fn backup_under_load_restores_every_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("data/server-cert.der");
-    let server = ServerProcess::spawn(dir.path(), &[]);
+    // The senders below enqueue without pause, past the default per-account enqueue limit.
+    let server = ServerProcess::spawn(dir.path(), &["--rate-limit", "all=off"]);
     let client = server.client(&cert).await;
     let alice_key = IdentityKey::generate();
     let bob_key = IdentityKey::generate();
