@@ -174,56 +174,81 @@ impl Drop for Inner {
     }
 }
 
-/// Connects to a server at `addr`.
+/// Connects to a server at `addr` (a new local UDP socket for this one connection).
 pub async fn connect(
     addr: SocketAddr,
     options: &ClientOptions,
 ) -> Result<Connection, ConnectError> {
-    let mut crypto = tls::client_crypto(&options.trust, options.identity.as_ref())?;
-    crypto.alpn_protocols = vec![options.alpn.clone()];
-    let crypto = QuicClientConfig::try_from(crypto)
-        .map_err(|e| ConnectError::Tls(TlsError::Config(e.to_string())))?;
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(VarInt::from_u32(0))
-        .max_concurrent_uni_streams(VarInt::from_u32(4))
-        .stream_receive_window(VarInt::from_u32(options.stream_receive_window))
-        .receive_window(VarInt::from_u32(options.connection_receive_window))
-        .keep_alive_interval(options.keep_alive)
-        .max_idle_timeout(quinn::IdleTimeout::try_from(options.idle_timeout).ok());
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport));
-    let local: SocketAddr = if addr.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = bind_udp(local, 2 << 20).map_err(ConnectError::Socket)?;
-    let runtime = quinn::default_runtime().ok_or_else(|| {
-        ConnectError::Socket(std::io::Error::other(
-            "connect must run inside a tokio runtime",
-        ))
-    })?;
-    let mut endpoint =
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
-            .map_err(ConnectError::Socket)?;
-    endpoint.set_default_client_config(config);
-    let connecting = endpoint.connect(addr, &options.server_name)?;
-    let quic = match tokio::time::timeout(options.connect_timeout, connecting).await {
-        Ok(Ok(quic)) => quic,
-        Ok(Err(source)) => return Err(ConnectError::Handshake { addr, source }),
-        Err(_) => return Err(ConnectError::Timeout(addr)),
-    };
-    let push = start_push_reader(quic.clone(), options.push_buffer, options.max_push_bytes);
-    Ok(Connection {
-        inner: Arc::new(Inner {
-            quic,
-            _endpoint: endpoint,
-            next_req_id: AtomicU32::new(1),
-            push: Mutex::new(Some(push)),
-            max_response_bytes: options.max_response_bytes,
-        }),
-    })
+    Connector::new(addr.is_ipv6(), options)?.connect(addr).await
+}
+
+/// Opens many connections from one local UDP socket (one QUIC endpoint), sharing its TLS and
+/// transport configuration: what a process that talks to many servers, or holds many
+/// connections, should use. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    endpoint: quinn::Endpoint,
+    options: ClientOptions,
+}
+
+impl Connector {
+    /// Binds a local UDP socket (IPv6 when `ipv6`, else IPv4) and prepares TLS.
+    pub fn new(ipv6: bool, options: &ClientOptions) -> Result<Self, ConnectError> {
+        let mut crypto = tls::client_crypto(&options.trust, options.identity.as_ref())?;
+        crypto.alpn_protocols = vec![options.alpn.clone()];
+        let crypto = QuicClientConfig::try_from(crypto)
+            .map_err(|e| ConnectError::Tls(TlsError::Config(e.to_string())))?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(0))
+            .max_concurrent_uni_streams(VarInt::from_u32(4))
+            .stream_receive_window(VarInt::from_u32(options.stream_receive_window))
+            .receive_window(VarInt::from_u32(options.connection_receive_window))
+            .keep_alive_interval(options.keep_alive)
+            .max_idle_timeout(quinn::IdleTimeout::try_from(options.idle_timeout).ok());
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport));
+        let local: SocketAddr = if ipv6 {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = bind_udp(local, 2 << 20).map_err(ConnectError::Socket)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| {
+            ConnectError::Socket(std::io::Error::other(
+                "a Connector must be created inside a tokio runtime",
+            ))
+        })?;
+        let mut endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                .map_err(ConnectError::Socket)?;
+        endpoint.set_default_client_config(config);
+        Ok(Self {
+            endpoint,
+            options: options.clone(),
+        })
+    }
+
+    /// Connects to the server at `addr`.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Connection, ConnectError> {
+        let options = &self.options;
+        let connecting = self.endpoint.connect(addr, &options.server_name)?;
+        let quic = match tokio::time::timeout(options.connect_timeout, connecting).await {
+            Ok(Ok(quic)) => quic,
+            Ok(Err(source)) => return Err(ConnectError::Handshake { addr, source }),
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+        };
+        let push = start_push_reader(quic.clone(), options.push_buffer, options.max_push_bytes);
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                quic,
+                _endpoint: self.endpoint.clone(),
+                next_req_id: AtomicU32::new(1),
+                push: Mutex::new(Some(push)),
+                max_response_bytes: options.max_response_bytes,
+            }),
+        })
+    }
 }
 
 fn transport(error: impl std::fmt::Display) -> RpcError {

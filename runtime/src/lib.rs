@@ -19,7 +19,7 @@ mod service;
 /// The QUIC implementation, re-exported for code that opens raw streams.
 pub use quinn;
 
-pub use client::{ClientOptions, ConnectError, Connection, RpcError, connect};
+pub use client::{ClientOptions, ConnectError, Connection, Connector, RpcError, connect};
 pub use push::{PushError, PushReceiver, PushSink};
 pub use server::{Observer, Server, ServerError, ServerHandle, ServerOptions};
 pub use service::{
