@@ -16,12 +16,12 @@ use serde_json::json;
 use crate::{Cli, Command};
 
 /// Everything a command needs: the profile, where the server is, and output mode.
-struct Ctx {
-    profile: Profile,
-    settings: Settings,
-    server: String,
-    ca_cert: PathBuf,
-    json: bool,
+pub(crate) struct Ctx {
+    pub(crate) profile: Profile,
+    pub(crate) settings: Settings,
+    pub(crate) server: String,
+    pub(crate) ca_cert: PathBuf,
+    pub(crate) json: bool,
     password_stdin: bool,
 }
 
@@ -57,13 +57,13 @@ impl Ctx {
         })
     }
 
-    async fn connect(&self) -> anyhow::Result<QpqClient> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<QpqClient> {
         qpq_client::connect(&self.server, &self.ca_cert)
             .await
             .with_context(|| format!("could not connect to {}", self.server))
     }
 
-    fn password(&self) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn password(&self) -> anyhow::Result<Vec<u8>> {
         if let Some(password) = std::env::var_os("QPQ_PASSWORD") {
             return Ok(password.into_encoded_bytes());
         }
@@ -83,7 +83,7 @@ impl Ctx {
         Ok(password.as_bytes().to_vec())
     }
 
-    fn session(&self) -> anyhow::Result<(SavedSession, Bytes)> {
+    pub(crate) fn session(&self) -> anyhow::Result<(SavedSession, Bytes)> {
         let session = self
             .profile
             .session()?
@@ -102,7 +102,7 @@ impl Ctx {
         Ok(())
     }
 
-    fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
+    pub(crate) fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -112,12 +112,15 @@ impl Ctx {
 }
 
 /// Turns a failed call into a message that says what to do.
-fn explain(error: ClientError) -> anyhow::Error {
+pub(crate) fn explain(error: ClientError) -> anyhow::Error {
     let hint = match &error {
         ClientError::Rpc(RpcError::Status(status)) => match status.code() {
             StatusCode::Unauthorized => "; your session may have expired: run `qpq login`",
             StatusCode::RateLimited => "; wait and try again",
             StatusCode::Unavailable => "; the server cannot do this now, try again later",
+            StatusCode::Forbidden if status.message().contains("administrator") => {
+                "; ask a server administrator (the server's --admin list)"
+            }
             _ => "",
         },
         ClientError::Rpc(RpcError::Timeout(_)) | ClientError::Connect(_) => {
@@ -128,11 +131,11 @@ fn explain(error: ClientError) -> anyhow::Error {
     anyhow!("{error}{hint}")
 }
 
-fn rpc(error: RpcError) -> anyhow::Error {
+pub(crate) fn rpc(error: RpcError) -> anyhow::Error {
     explain(ClientError::Rpc(error))
 }
 
-fn recipient(text: &str) -> proto::UserRef {
+pub(crate) fn recipient(text: &str) -> proto::UserRef {
     use proto::user_ref::Target;
     let target = match from_hex(text) {
         Some(key) if key.len() == 32 => Target::IdentityKey(Bytes::from(key)),
@@ -176,12 +179,22 @@ fn print_messages(ctx: &Ctx, messages: &[proto::QueuedMessage], more: bool) {
     }
 }
 
-async fn login(
+/// Logs in with OPAQUE (asking for the password), keeps the session in the profile and
+/// returns it, export key included (callers keep that in memory only). Without `device`,
+/// the profile's registered device, if any, is used.
+pub(crate) async fn login_session(
     ctx: &mut Ctx,
     client: &QpqClient,
     username: &str,
     device: Option<Vec<u8>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<qpq_client::LoginSession> {
+    let device = match device {
+        Some(device) => Some(device),
+        None => match ctx.profile.device()? {
+            Some((info, _)) => Some(info.id()?.to_vec()),
+            None => None,
+        },
+    };
     let password = ctx.password()?;
     let session = qpq_client::login(client, username, &password, device.as_deref())
         .await
@@ -192,6 +205,16 @@ async fn login(
         expires_at_unix_ms: session.expires_at_unix_ms,
     })?;
     ctx.remember(username)?;
+    Ok(session)
+}
+
+async fn login(
+    ctx: &mut Ctx,
+    client: &QpqClient,
+    username: &str,
+    device: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let session = login_session(ctx, client, username, device).await?;
     ctx.print(
         json!({"logged_in": username, "expires_at_unix_ms": session.expires_at_unix_ms}),
         || format!("logged in as {username}"),
@@ -448,6 +471,21 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("account {} deleted", session.username)
             });
         }
+        Command::Keys { command } => crate::groups::keys(&mut ctx, command).await?,
+        Command::Channel { command } => crate::groups::channel(&ctx, command).await?,
+        Command::Blob { command } => crate::groups::blob(&ctx, command).await?,
+        Command::Device { command } => crate::groups::device(&ctx, command).await?,
+        Command::Recovery { command } => crate::groups::recovery(&mut ctx, command).await?,
+        Command::Kt { command } => crate::groups::kt(&ctx, command).await?,
+        Command::Report {
+            user,
+            seq,
+            channel,
+            category,
+            reason,
+            evidence,
+        } => crate::groups::report(&ctx, &user, seq, channel, &category, reason, evidence).await?,
+        Command::Admin { command } => crate::groups::admin(&ctx, command).await?,
     }
     Ok(())
 }

@@ -9,11 +9,19 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Modules: [`profile`] (the directory the `qpq` tool keeps keys and session in), [`keys`]
+//! (hybrid post-quantum keys), [`kt`] (key-transparency verification), [`blob`] (chunked,
+//! verified transfers), [`recovery`] (client-side encryption of the recovery bundle), and
+//! [`ReconnectingClient`] (re-dials after a dropped connection).
 
 mod auth;
+pub mod blob;
 pub mod keys;
 pub mod kt;
 pub mod profile;
+mod reconnect;
+pub mod recovery;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -22,9 +30,20 @@ pub use auth::OpaqueError;
 use bytes::Bytes;
 pub use profile::{Profile, ProfileError, SavedSession, Settings};
 pub use qpq_runtime::{ClientOptions, RpcError, Status, StatusCode};
-pub use qpq_schema::{Event, QpqClient, proto};
+pub use qpq_schema::{Event, MethodId, QpqClient, proto};
+pub use reconnect::ReconnectingClient;
 
 /// Why a client operation failed.
+///
+/// ```no_run
+/// # async fn run() {
+/// match qpq_client::connect("127.0.0.1:5001", "data/server-cert.der".as_ref()).await {
+///     Ok(_) => println!("connected"),
+///     Err(qpq_client::ClientError::Certificate(e)) => eprintln!("fix --ca-cert: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -48,6 +67,12 @@ pub enum ClientError {
 }
 
 /// Resolves `host:port` to a socket address.
+///
+/// ```
+/// let addr = qpq_client::resolve("127.0.0.1:5001").unwrap();
+/// assert_eq!(addr.port(), 5001);
+/// assert!(qpq_client::resolve("no port").is_err());
+/// ```
 pub fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
     server
         .to_socket_addrs()
@@ -57,6 +82,13 @@ pub fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
 }
 
 /// Connects to `server` (host:port), trusting only the certificate in `cert_path` (DER).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), qpq_client::ClientError> {
+/// let client = qpq_client::connect("127.0.0.1:5001", "data/server-cert.der".as_ref()).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn connect(server: &str, cert_path: &Path) -> Result<QpqClient, ClientError> {
     let addr = resolve(server)?;
     let cert = qpq_runtime::tls::load_cert(cert_path)?;
@@ -100,6 +132,14 @@ pub async fn register(
 }
 
 /// A logged-in session.
+///
+/// ```no_run
+/// # async fn run(client: qpq_client::QpqClient) -> Result<(), qpq_client::ClientError> {
+/// let session = qpq_client::login(&client, "alice", b"correct horse", None).await?;
+/// println!("token valid until {}", session.expires_at_unix_ms);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct LoginSession {
     /// The bearer token for `session_token` fields.
@@ -161,12 +201,22 @@ pub async fn login(
 }
 
 /// An Ed25519 identity key pair.
+///
+/// ```
+/// let key = qpq_client::IdentityKey::generate();
+/// let again = qpq_client::IdentityKey::from_secret(&key.secret());
+/// assert_eq!(again.public(), key.public());
+/// ```
 pub struct IdentityKey {
     signing: ed25519_dalek::SigningKey,
 }
 
 impl IdentityKey {
     /// A fresh random key pair.
+    ///
+    /// ```
+    /// let key = qpq_client::IdentityKey::generate();
+    /// ```
     pub fn generate() -> Self {
         Self {
             signing: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
@@ -174,6 +224,10 @@ impl IdentityKey {
     }
 
     /// Restores a key pair from its 32-byte secret.
+    ///
+    /// ```
+    /// let key = qpq_client::IdentityKey::from_secret(&[7; 32]);
+    /// ```
     pub fn from_secret(secret: &[u8; 32]) -> Self {
         Self {
             signing: ed25519_dalek::SigningKey::from_bytes(secret),
@@ -181,16 +235,30 @@ impl IdentityKey {
     }
 
     /// The 32-byte secret (store it with mode 0600).
+    ///
+    /// ```
+    /// assert_eq!(qpq_client::IdentityKey::from_secret(&[7; 32]).secret(), [7; 32]);
+    /// ```
     pub fn secret(&self) -> [u8; 32] {
         self.signing.to_bytes()
     }
 
     /// The 32-byte public key: the identity others address.
+    ///
+    /// ```
+    /// let public = qpq_client::IdentityKey::generate().public();
+    /// println!("{}", qpq_client::profile::to_hex(&public));
+    /// ```
     pub fn public(&self) -> [u8; 32] {
         self.signing.verifying_key().to_bytes()
     }
 
     /// Signs `message`.
+    ///
+    /// ```
+    /// let signature = qpq_client::IdentityKey::generate().sign(b"hello");
+    /// assert_eq!(signature.len(), 64);
+    /// ```
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         self.signing.sign(message).to_bytes()
