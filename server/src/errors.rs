@@ -10,8 +10,9 @@ pub(crate) fn store(error: StoreError) -> Status {
     match error {
         StoreError::Unavailable(detail) => {
             tracing::error!(%detail, "storage unavailable");
-            Status::unavailable("storage is unavailable; nothing was changed. Retry later")
-                .with_retry_after_ms(5_000)
+            // A write whose sync failed may still reach the disk: do not promise otherwise.
+            let message = "storage is unavailable; a change made by this call was not confirmed durable and may or may not be kept. Retry later";
+            Status::unavailable(message).with_retry_after_ms(5_000)
         }
         StoreError::InvalidArgument(detail) => Status::bad_request(detail),
         StoreError::NotFound => Status::not_found("not found"),

@@ -116,6 +116,7 @@ pub struct RunningServer {
     pub metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: FjallStore,
 }
 
 impl RunningServer {
@@ -131,6 +132,13 @@ impl RunningServer {
     /// A handle to stop the server from elsewhere.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+
+    /// Fault injection for tests: the next journal sync fails as if `fsync` had, and the
+    /// store refuses everything after it (Unavailable).
+    #[doc(hidden)]
+    pub fn inject_sync_failure_for_tests(&self) {
+        self.store.inject_sync_failure_for_tests();
     }
 }
 
@@ -182,6 +190,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             )
         })?;
     let control_store = store.clone();
+    let fault_store = store.clone();
     let gauges_store = store.clone();
     let gauges: metrics::StoreGauges = Arc::new(move || {
         let store = gauges_store.clone();
@@ -239,6 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         identity,
         handle,
         tasks,
+        store: fault_store,
     })
 }
 
