@@ -31,6 +31,7 @@
 //! the error's message (none says whether the user exists). [`RetryAfter`] → RateLimited with
 //! `retry_after_ms`.
 
+mod cost;
 pub mod limiter;
 pub mod opaque;
 pub mod session;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use self::cost::measure_server_login_cost;
 pub use self::limiter::{LimiterConfig, LoginLimiter, Rate, RetryAfter};
 pub use self::opaque::{AuthError, LoginConfig, LoginId, OpaqueServer, QpqSuite, SetupError};
 pub use self::session::{hash_token, new_session_token};

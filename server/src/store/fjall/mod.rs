@@ -40,6 +40,7 @@ mod backup;
 mod blobs;
 mod channels;
 mod devices;
+mod federation;
 mod keys;
 mod kt;
 mod moderation;
@@ -98,6 +99,9 @@ struct Inner {
     engine: Arc<Engine>,
 }
 
+/// Pages of at most this many messages are read on the caller's task (see `peek`).
+const INLINE_PEEK_LIMIT: usize = 64;
+
 /// Keyspaces of the method groups beyond accounts, sessions and queues, opened by name.
 /// A group's file (a child module of this one, e.g. `fjall/keys.rs`) adds its names here and
 /// reaches them with [`Engine::ks`].
@@ -137,6 +141,11 @@ const GROUP_KEYSPACES: &[&str] = &[
     kt::KT_BY_USERNAME,
     kt::KT_BY_IDENTITY,
     kt::KT_REVOKED,
+    // federation.rs (nothing keyed by an account: see its module doc)
+    federation::OUTBOX,
+    federation::OUTBOX_META,
+    federation::RELAY_IDS,
+    federation::RELAY_ID_EXPIRY,
 ];
 
 /// The database and its keyspaces; shared by the writer thread and the readers.
@@ -939,6 +948,11 @@ impl Store for FjallStore {
         limit: usize,
     ) -> Result<QueuePage, StoreError> {
         let recipient = *recipient;
+        // A short page is a few memtable or block-cache reads, cheaper than a hop to the
+        // blocking pool and back (this is on the FetchWait wake-up path); long pages go there.
+        if limit <= INLINE_PEEK_LIMIT {
+            return self.inline(|e| e.peek(&recipient, after, limit));
+        }
         self.blocking(move |e| e.peek(&recipient, after, limit))
             .await
     }
