@@ -12,6 +12,7 @@ use qpq_runtime::{AuthLevel, MethodDescriptor};
 use qpq_schema::proto;
 use qpq_server::auth::QpqSuite;
 use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
 
 /// What a seed may refer to: the caller's token and keys, another user, a channel the
 /// caller created, a device id.
@@ -260,15 +261,20 @@ pub(crate) fn seed(method: &MethodDescriptor, cx: &SeedCtx) -> Vec<u8> {
             ..Default::default()
         }
         .encode_to_vec(),
-        "UploadBlob" => proto::UploadBlobRequest {
-            session_token: t,
-            upload_id: Bytes::new(),
-            offset: 0,
-            chunk: Bytes::from(vec![0x42; 512]),
-            finish: true,
-            ..Default::default()
+        "UploadBlob" => {
+            let chunk = vec![0x42; 512];
+            proto::UploadBlobRequest {
+                session_token: t,
+                upload_id: Bytes::new(),
+                offset: 0,
+                expected_sha256: Bytes::copy_from_slice(&Sha256::digest(&chunk)),
+                total_size: chunk.len() as u64,
+                chunk: Bytes::from(chunk),
+                finish: true,
+                mime_type: "application/octet-stream".into(),
+            }
+            .encode_to_vec()
         }
-        .encode_to_vec(),
         "DownloadBlob" => proto::DownloadBlobRequest {
             session_token: t,
             blob_id: Bytes::from(vec![7; 32]),
