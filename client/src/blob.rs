@@ -29,8 +29,16 @@ use crate::RpcError;
 use crate::profile::to_hex;
 
 /// The chunk size used by default: 1 MiB (the server takes up to 4 MiB per call).
+///
+/// ```
+/// assert!(qpq_client::blob::DEFAULT_CHUNK <= qpq_client::blob::MAX_CHUNK);
+/// ```
 pub const DEFAULT_CHUNK: usize = 1 << 20;
 /// The largest chunk the server accepts in one call.
+///
+/// ```
+/// assert_eq!(qpq_client::blob::MAX_CHUNK, 4 << 20);
+/// ```
 pub const MAX_CHUNK: usize = 4 << 20;
 
 /// Why a blob transfer failed.

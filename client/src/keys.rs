@@ -31,10 +31,23 @@ use crate::IdentityKey;
 const CONTEXT: &[u8] = b"qpq-v2-hybrid-public-key";
 
 /// Size of an X25519 public key.
+///
+/// ```
+/// let secret = qpq_client::keys::HybridSecret::generate();
+/// assert_eq!(secret.x25519_public().len(), qpq_client::keys::X25519_PUBLIC_LEN);
+/// ```
 pub const X25519_PUBLIC_LEN: usize = 32;
 /// Size of an ML-KEM-768 encapsulation key.
+///
+/// ```
+/// assert_eq!(qpq_client::keys::MLKEM768_PUBLIC_LEN, 1184);
+/// ```
 pub const MLKEM768_PUBLIC_LEN: usize = 1184;
 /// Size of [`HybridSecret::to_bytes`]: the X25519 secret (32) and the ML-KEM-768 seed (64).
+///
+/// ```
+/// assert_eq!(qpq_client::keys::HYBRID_SECRET_LEN, 32 + 64);
+/// ```
 pub const HYBRID_SECRET_LEN: usize = 96;
 
 /// The private half of a hybrid X25519 + ML-KEM-768 key: an X25519 static secret and the
@@ -56,6 +69,12 @@ pub struct HybridSecret {
 
 impl HybridSecret {
     /// A fresh random key pair.
+    ///
+    /// ```
+    /// let a = qpq_client::keys::HybridSecret::generate();
+    /// let b = qpq_client::keys::HybridSecret::generate();
+    /// assert_ne!(a.x25519_public(), b.x25519_public());
+    /// ```
     pub fn generate() -> Self {
         use rand::RngCore;
         let mut bytes = [0u8; HYBRID_SECRET_LEN];

@@ -31,6 +31,10 @@ use qpq_schema::proto;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 hash.
+///
+/// ```
+/// let hash: qpq_client::kt::Hash = qpq_client::kt::leaf_hash(b"data");
+/// ```
 pub type Hash = [u8; 32];
 
 /// Prefix of the leaf data (kt.proto).
@@ -39,6 +43,16 @@ const LEAF_PREFIX: &[u8] = b"qpq-kt-leaf-v1";
 const STH_PREFIX: &[u8] = b"qpq-kt-sth-v1";
 
 /// A tree head the client has verified; keep the newest one to check the next answer.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let profile = qpq_client::Profile::open(dir.path()).unwrap();
+/// // The qpq tool keeps the last one in the profile's kt.toml.
+/// let last: Option<qpq_client::kt::TreeHead> = match profile.kt_state().unwrap() {
+///     Some(state) => state.last.map(|saved| saved.head().unwrap()),
+///     None => None,
+/// };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TreeHead {
     /// Number of leaves.
@@ -50,6 +64,16 @@ pub struct TreeHead {
 }
 
 /// A verified audit answer.
+///
+/// ```
+/// # fn run(response: qpq_client::proto::AuditKeyTransparencyResponse, pinned: [u8; 32]) -> Result<(), qpq_client::kt::KtError> {
+/// let verified = qpq_client::kt::verify_audit(&response, &pinned, None)?;
+/// if let Some((index, leaf)) = &verified.leaf {
+///     println!("{} is leaf {index} of {}", leaf.username, verified.head.tree_size);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerifiedAudit {
     /// The signed head, verified (and consistent with the head passed as `last_seen`).
@@ -58,7 +82,14 @@ pub struct VerifiedAudit {
     pub leaf: Option<(u64, proto::KtLeaf)>,
 }
 
-/// Why an audit answer was rejected. Any of these means the answer must not be trusted;
+/// Why an audit answer was rejected.
+///
+/// ```
+/// let response = qpq_client::proto::AuditKeyTransparencyResponse::default();
+/// let error = qpq_client::kt::verify_audit(&response, &[0; 32], None).unwrap_err();
+/// assert_eq!(error, qpq_client::kt::KtError::Malformed("tree_head is missing"));
+/// ```
+/// Any of these means the answer must not be trusted;
 /// the ones about signatures and proofs mean the server (or someone in between) lied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -91,6 +122,11 @@ pub enum KtError {
 }
 
 /// `SHA-256(0x00 ‖ data)`.
+///
+/// ```
+/// let a = qpq_client::kt::leaf_hash(b"one");
+/// assert_ne!(a, qpq_client::kt::leaf_hash(b"two"));
+/// ```
 pub fn leaf_hash(data: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update([0u8]);
@@ -108,6 +144,18 @@ fn node_hash(left: &Hash, right: &Hash) -> Hash {
 
 /// The leaf data of `leaf` as kt.proto documents it: `"qpq-kt-leaf-v1" ‖ kind(1) ‖
 /// timestamp(8) ‖ identity_key(32) ‖ reason(1) ‖ username_len(2) ‖ username`.
+///
+/// ```
+/// use qpq_client::proto::{KtLeaf, KtLeafKind};
+/// let leaf = KtLeaf {
+///     kind: KtLeafKind::Binding as i32,
+///     username: "bob".into(),
+///     identity_key: vec![7; 32].into(),
+///     timestamp_unix_ms: 1,
+///     reason: 0,
+/// };
+/// assert_eq!(qpq_client::kt::leaf_data(&leaf).unwrap().len(), 14 + 44 + 3);
+/// ```
 pub fn leaf_data(leaf: &proto::KtLeaf) -> Result<Vec<u8>, KtError> {
     let kind = u8::try_from(leaf.kind)
         .ok()
@@ -135,6 +183,14 @@ pub fn leaf_data(leaf: &proto::KtLeaf) -> Result<Vec<u8>, KtError> {
 
 /// RFC 9162 §2.1.3.2: whether `path` proves leaf `index` (hash `leaf`) is in the tree of
 /// `size` leaves with root `root`.
+///
+/// ```
+/// use qpq_client::kt::{leaf_hash, verify_inclusion};
+/// // A one-leaf tree's root is the leaf hash, with an empty path.
+/// let leaf = leaf_hash(b"only");
+/// assert!(verify_inclusion(&leaf, 0, 1, &[], &leaf));
+/// assert!(!verify_inclusion(&leaf, 1, 1, &[], &leaf));
+/// ```
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root: &Hash) -> bool {
     if index >= size {
         return false;
@@ -162,6 +218,13 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root:
 /// RFC 9162 §2.1.4.2: whether `path` proves the tree of `new_size` leaves (root `new_root`)
 /// extends the tree of `old_size` leaves (root `old_root`). Equal sizes need equal roots and
 /// an empty path; `old_size` 0 proves nothing and is refused.
+///
+/// ```
+/// use qpq_client::kt::{leaf_hash, verify_consistency};
+/// let root = leaf_hash(b"only");
+/// assert!(verify_consistency(1, 1, &root, &root, &[]));
+/// assert!(!verify_consistency(0, 1, &root, &root, &[]));
+/// ```
 pub fn verify_consistency(
     old_size: u64,
     new_size: u64,
@@ -218,6 +281,14 @@ fn hashes(list: &[bytes::Bytes], what: &'static str) -> Result<Vec<Hash>, KtErro
 }
 
 /// Verifies a signed tree head with the pinned log key.
+///
+/// ```
+/// let head = qpq_client::proto::SignedTreeHead::default();
+/// assert_eq!(
+///     qpq_client::kt::verify_tree_head(&head, &[0; 32]),
+///     Err(qpq_client::kt::KtError::WrongLog)
+/// );
+/// ```
 pub fn verify_tree_head(
     head: &proto::SignedTreeHead,
     pinned_log_key: &[u8; 32],
@@ -253,6 +324,15 @@ pub fn verify_tree_head(
 /// `last_seen` is given (the head this client verified before, whose size it sent as
 /// `last_seen_tree_size`), the consistency proof from it. Returns the verified head to keep
 /// for next time.
+///
+/// ```no_run
+/// # fn run(response: qpq_client::proto::AuditKeyTransparencyResponse, pinned: [u8; 32],
+/// #        last: Option<qpq_client::kt::TreeHead>) -> Result<(), qpq_client::kt::KtError> {
+/// let verified = qpq_client::kt::verify_audit(&response, &pinned, last.as_ref())?;
+/// let keep = verified.head; // check the next answer against this one
+/// # Ok(())
+/// # }
+/// ```
 pub fn verify_audit(
     response: &proto::AuditKeyTransparencyResponse,
     pinned_log_key: &[u8; 32],

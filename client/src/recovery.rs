@@ -35,8 +35,19 @@ const NONCE_LEN: usize = 12;
 /// Tag size.
 const TAG_LEN: usize = 16;
 /// Largest bundle the server stores (recovery.proto).
+///
+/// ```
+/// let bundle = qpq_client::recovery::seal(b"k", &[0; 10]).unwrap();
+/// assert!(bundle.len() <= qpq_client::recovery::MAX_BUNDLE);
+/// ```
 pub const MAX_BUNDLE: usize = 60 * 1024;
 /// Largest plaintext that fits in a bundle.
+///
+/// ```
+/// use qpq_client::recovery::{MAX_PLAINTEXT, seal};
+/// assert!(seal(b"k", &vec![0; MAX_PLAINTEXT]).is_ok());
+/// assert!(seal(b"k", &vec![0; MAX_PLAINTEXT + 1]).is_err());
+/// ```
 pub const MAX_PLAINTEXT: usize = MAX_BUNDLE - MAGIC.len() - NONCE_LEN - TAG_LEN;
 
 /// Why a bundle could not be sealed or opened.

@@ -23,6 +23,17 @@ impl CipherSuite for QpqSuite {
 }
 
 /// Why a local OPAQUE step failed.
+///
+/// ```no_run
+/// # async fn run(client: qpq_client::QpqClient) {
+/// match qpq_client::login(&client, "alice", b"guess", None).await {
+///     Err(qpq_client::ClientError::Opaque(qpq_client::OpaqueError::WrongPassword)) => {
+///         eprintln!("wrong username or password")
+///     }
+///     _ => {}
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpaqueError {
