@@ -6,7 +6,9 @@
 //! error or no answer in time), it dials again and re-issues the call once, but only for
 //! methods the schema marks idempotent ([`MethodDescriptor::idempotent`]): for the others
 //! (Enqueue, Fetch, ...) the server may have acted before the connection went, so the error is
-//! returned and the next call uses a fresh connection. Session tokens stay valid across
+//! returned and the connection closed, and the next call dials a fresh one. A call that got no
+//! answer in time counts as a lost connection (a crashed server looks like that until QUIC's
+//! idle timeout, which [`ClientOptions::idle_timeout`] sets). Session tokens stay valid across
 //! connections, so no new login is needed; pushes are per connection, so take the new
 //! connection's [`events`](QpqClient::events) after [`reconnects`](ReconnectingClient::reconnects)
 //! changes.
@@ -189,14 +191,16 @@ impl ReconnectingClient {
             client = self.redial(generation).await?;
             generation = self.current().0;
         }
-        match call(client, request.clone()).await {
+        match call(client.clone(), request.clone()).await {
             Ok(response) => Ok(response),
             Err(error) if connection_lost(&error) => {
-                let retry = method.descriptor().idempotent;
-                let client = self.redial(generation).await?;
-                if !retry {
+                if !method.descriptor().idempotent {
+                    // The server may have acted on it: no retry. Closing the connection makes
+                    // the next call dial a new one.
+                    client.connection().close();
                     return Err(ClientError::Rpc(error));
                 }
+                let client = self.redial(generation).await?;
                 Ok(call(client, request).await?)
             }
             Err(error) => Err(ClientError::Rpc(error)),
