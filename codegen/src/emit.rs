@@ -357,7 +357,11 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
                     .unwrap_or_else(|| ::qpq_runtime::codegen::client_timeout(descriptor));
                 let body = self
                     .connection
-                    .call(descriptor.id, &::prost::Message::encode_to_vec(request), timeout)
+                    .call_bytes(
+                        descriptor.id,
+                        ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(request)),
+                        timeout,
+                    )
                     .await?;
                 <Resp as ::prost::Message>::decode(body).map_err(|error| {
                     ::qpq_runtime::codegen::RpcError::Decode {

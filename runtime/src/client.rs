@@ -255,6 +255,39 @@ fn transport(error: impl std::fmt::Display) -> RpcError {
     RpcError::Transport(error.to_string())
 }
 
+/// Reads exactly `len` body bytes. Large bodies are taken as QUIC hands them over: one chunk
+/// is returned as is (no copy), several are joined once; nothing is zero-filled first.
+async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, RpcError> {
+    let early = |got: usize| {
+        RpcError::Protocol(format!(
+            "stream ended after {got} of {len} response body bytes"
+        ))
+    };
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut got = 0;
+    while got < len {
+        match recv.read_chunk(len - got, true).await {
+            Ok(Some(chunk)) => {
+                got += chunk.bytes.len();
+                chunks.push(chunk.bytes);
+            }
+            Ok(None) => return Err(early(got)),
+            Err(e) => return Err(transport(e)),
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = BytesMut::with_capacity(len);
+            for chunk in chunks {
+                joined.extend_from_slice(&chunk);
+            }
+            joined.freeze()
+        }
+    })
+}
+
 impl Connection {
     /// Makes one call: writes the request frame, waits for the response frame.
     ///
@@ -265,18 +298,38 @@ impl Connection {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Bytes, RpcError> {
+        self.call_bytes(method_id, Bytes::copy_from_slice(body), timeout)
+            .await
+    }
+
+    /// Like [`call`](Self::call), handing the body to QUIC without copying it.
+    pub async fn call_bytes(
+        &self,
+        method_id: u16,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let req_id = self.inner.next_req_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = BytesMut::new();
-        wire::encode_request(method_id, req_id, body, &mut frame)
-            .map_err(|e| RpcError::Protocol(e.to_string()))?;
+        let len = u32::try_from(body.len()).map_err(|_| {
+            RpcError::Protocol(format!(
+                "request body of {} bytes cannot be framed",
+                body.len()
+            ))
+        })?;
+        let header = wire::RequestHeader {
+            method_id,
+            req_id,
+            len,
+        };
+        let mut frame = [Bytes::copy_from_slice(&header.to_bytes()), body];
         let (mut send, mut recv) =
             match tokio::time::timeout_at(deadline, self.inner.quic.open_bi()).await {
                 Ok(streams) => streams.map_err(transport)?,
                 Err(_) => return Err(RpcError::Timeout(timeout)),
             };
         let exchange = async {
-            send.write_all(&frame).await.map_err(transport)?;
+            send.write_all_chunks(&mut frame).await.map_err(transport)?;
             let _ = send.finish();
             let mut header = [0u8; wire::RESPONSE_HEADER_LEN];
             recv.read_exact(&mut header).await.map_err(|e| match e {
@@ -294,15 +347,8 @@ impl Connection {
             }
             wire::check_len(header.len, self.inner.max_response_bytes)
                 .map_err(|e| RpcError::Protocol(format!("response refused: {e}")))?;
-            let mut body = BytesMut::zeroed(header.len as usize);
-            recv.read_exact(&mut body).await.map_err(|e| match e {
-                quinn::ReadExactError::FinishedEarly(n) => RpcError::Protocol(format!(
-                    "stream ended after {n} of {} response body bytes",
-                    header.len
-                )),
-                quinn::ReadExactError::ReadError(e) => transport(e),
-            })?;
-            Ok((header.status, body.freeze()))
+            let body = read_body(&mut recv, header.len as usize).await?;
+            Ok((header.status, body))
         };
         match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok((StatusCode::Ok, body))) => Ok(body),

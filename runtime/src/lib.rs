@@ -35,6 +35,9 @@ pub const CLOSE_SHUTDOWN: u32 = 0;
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 /// Application error code when the application closed a connection (e.g. a revoked session).
 pub const CLOSE_BY_APPLICATION: u32 = 2;
+/// Application error code when the server closed a connection for abuse (e.g. a flood of
+/// streams abandoned before their request).
+pub const CLOSE_ABUSE: u32 = 3;
 /// Stream error code: the peer gave up on the call.
 pub const STREAM_CANCELLED: u32 = 1;
 /// Stream error code: the server will not read this request (unknown method, too large).

@@ -53,6 +53,14 @@ pub trait Observer: Send + Sync + 'static {
 
     /// A connection closed.
     fn connection_closed(&self) {}
+
+    /// A new client was asked to prove its address with a stateless retry, because more
+    /// handshakes than [`ServerOptions::retry_above_pending_handshakes`] were in progress.
+    fn stateless_retry(&self) {}
+
+    /// A connection was closed for abandoning too many streams before their request
+    /// header (see [`ServerOptions::abandoned_streams_burst`]).
+    fn connection_closed_for_abuse(&self) {}
 }
 
 /// Limits and timeouts of a server. The defaults are safe for the open internet.
@@ -82,6 +90,14 @@ pub struct ServerOptions {
     pub retry_above_pending_handshakes: usize,
     /// UDP socket send and receive buffer size requested from the kernel.
     pub socket_buffer_bytes: usize,
+    /// Streams a connection may abandon before sending a complete request header (opened
+    /// and then reset, finished early, or silent past `header_timeout`), as a token bucket
+    /// holding this many; see `abandoned_streams_per_sec`. A connection that runs it dry is
+    /// closed with [`CLOSE_ABUSE`](crate::CLOSE_ABUSE): clients never need to do this, and
+    /// a stream flood consists of nothing else.
+    pub abandoned_streams_burst: u32,
+    /// How fast the abandoned-stream bucket refills, per second.
+    pub abandoned_streams_per_sec: u32,
     /// Where calls and connections are reported (metrics); none by default.
     pub observer: Option<Arc<dyn Observer>>,
 }
@@ -98,6 +114,12 @@ impl std::fmt::Debug for ServerOptions {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("header_timeout", &self.header_timeout)
             .field("push_buffer", &self.push_buffer)
+            .field(
+                "retry_above_pending_handshakes",
+                &self.retry_above_pending_handshakes,
+            )
+            .field("abandoned_streams_burst", &self.abandoned_streams_burst)
+            .field("abandoned_streams_per_sec", &self.abandoned_streams_per_sec)
             .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
@@ -108,15 +130,17 @@ impl Default for ServerOptions {
         Self {
             max_connections: 20_000,
             max_concurrent_streams: 512,
-            stream_receive_window: 1 << 20,
-            connection_receive_window: 8 << 20,
-            send_window: 8 << 20,
+            stream_receive_window: 8 << 20,
+            connection_receive_window: 16 << 20,
+            send_window: 16 << 20,
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             push_buffer: 256,
             retry_above_pending_handshakes: 128,
             socket_buffer_bytes: 2 << 20,
+            abandoned_streams_burst: 256,
+            abandoned_streams_per_sec: 64,
             observer: None,
         }
     }
@@ -268,16 +292,21 @@ impl Server {
                 && pending.load(Ordering::Relaxed) >= self.options.retry_above_pending_handshakes
             {
                 // Under handshake load a client first proves it owns its address.
-                let _ = incoming.retry();
+                if incoming.retry().is_ok()
+                    && let Some(observer) = &self.options.observer
+                {
+                    observer.stateless_retry();
+                }
                 continue;
             }
             let dispatch = self.dispatch.clone();
             let options = self.options.clone();
             let pending = pending.clone();
             let id = next_id.fetch_add(1, Ordering::Relaxed);
+            // Counted here, not in the task, so a burst of Initials sees its own handshakes.
+            pending.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                pending.fetch_add(1, Ordering::Relaxed);
                 let connecting = incoming.accept();
                 let connected = match connecting {
                     Ok(connecting) => {
@@ -348,6 +377,11 @@ async fn handle_connection(
     let _closed = Closed(observer.clone());
     let push = start_push_writer(connection.clone(), options.push_buffer);
     let info = ConnectionInfo::new(id, connection.clone(), peer_cert_sha256(&connection), push);
+    let guard = Arc::new(StreamGuard::new(
+        connection.clone(),
+        &options,
+        observer.clone(),
+    ));
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
@@ -355,13 +389,74 @@ async fn handle_connection(
                 let info = info.clone();
                 let header_timeout = options.header_timeout;
                 let observer = observer.clone();
+                let guard = guard.clone();
                 tokio::spawn(async move {
-                    handle_stream(send, recv, dispatch, info, header_timeout, observer).await;
+                    handle_stream(send, recv, dispatch, info, header_timeout, observer, guard)
+                        .await;
                 });
             }
             Err(error) => {
                 tracing::debug!(%error, "connection closed");
                 return;
+            }
+        }
+    }
+}
+
+/// Closes a connection that abandons too many streams before their request header: a
+/// token bucket of [`ServerOptions::abandoned_streams_burst`] tokens refilled at
+/// [`ServerOptions::abandoned_streams_per_sec`].
+struct StreamGuard {
+    connection: quinn::Connection,
+    observer: Option<Arc<dyn Observer>>,
+    burst: f64,
+    per_sec: f64,
+    /// Tokens and when they were counted.
+    bucket: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl StreamGuard {
+    fn new(
+        connection: quinn::Connection,
+        options: &ServerOptions,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Self {
+        let burst = f64::from(options.abandoned_streams_burst.max(1));
+        Self {
+            connection,
+            observer,
+            burst,
+            per_sec: f64::from(options.abandoned_streams_per_sec),
+            bucket: std::sync::Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Counts one abandoned stream; closes the connection when the bucket is empty.
+    fn abandoned(&self) {
+        let now = Instant::now();
+        let exhausted = {
+            let mut bucket = self
+                .bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (tokens, at) = *bucket;
+            let refilled = (tokens
+                + now.saturating_duration_since(at).as_secs_f64() * self.per_sec)
+                .min(self.burst);
+            *bucket = ((refilled - 1.0).max(0.0), now);
+            refilled < 1.0
+        };
+        if exhausted && self.connection.close_reason().is_none() {
+            tracing::warn!(
+                remote = %self.connection.remote_address(),
+                "closing a connection that abandons streams before their request header"
+            );
+            self.connection.close(
+                VarInt::from_u32(crate::CLOSE_ABUSE),
+                b"too many streams abandoned before their request header",
+            );
+            if let Some(observer) = &self.observer {
+                observer.connection_closed_for_abuse();
             }
         }
     }
@@ -381,12 +476,14 @@ async fn handle_stream(
     connection: ConnectionInfo,
     header_timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
+    guard: Arc<StreamGuard>,
 ) {
     let started = Instant::now();
     let mut header = [0u8; wire::REQUEST_HEADER_LEN];
     match tokio::time::timeout(header_timeout, recv.read_exact(&mut header)).await {
         Ok(Ok(())) => {}
         Ok(Err(quinn::ReadExactError::FinishedEarly(received))) => {
+            guard.abandoned();
             let status = Status::bad_request(format!(
                 "stream ended after {received} of the {} request header bytes",
                 wire::REQUEST_HEADER_LEN
@@ -394,8 +491,13 @@ async fn handle_stream(
             write_response(&mut send, 0, Err(status)).await;
             return;
         }
+        Ok(Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(_)))) => {
+            guard.abandoned();
+            return;
+        }
         Ok(Err(_)) => return,
         Err(_) => {
+            guard.abandoned();
             let _ = recv.stop(VarInt::from_u32(crate::STREAM_CANCELLED));
             let _ = send.reset(VarInt::from_u32(crate::STREAM_CANCELLED));
             return;
@@ -470,21 +572,36 @@ async fn run_call(
     let call = CallInfo::new(method, header.req_id, deadline, connection);
     let len = header.len as usize;
     let work: BoxFuture<'static, Result<Bytes, CallFailure>> = Box::pin(async move {
-        // The length was checked against the method's limit above; only now is it allocated.
-        let mut body = BytesMut::zeroed(len);
-        match recv.read_exact(&mut body).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(received)) => {
-                return Err(CallFailure::Status(Status::bad_request(format!(
-                    "stream ended after {received} of the {len} request body bytes the header announced"
-                ))));
+        // The length was checked against the method's limit above; the body is taken as QUIC
+        // hands it over (one chunk: no copy), and never more than `len` bytes are buffered.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut received = 0;
+        while received < len {
+            match recv.read_chunk(len - received, true).await {
+                Ok(Some(chunk)) => {
+                    received += chunk.bytes.len();
+                    chunks.push(chunk.bytes);
+                }
+                Ok(None) => {
+                    return Err(CallFailure::Status(Status::bad_request(format!(
+                        "stream ended after {received} of the {len} request body bytes the header announced"
+                    ))));
+                }
+                Err(_) => return Err(CallFailure::Gone),
             }
-            Err(quinn::ReadExactError::ReadError(_)) => return Err(CallFailure::Gone),
         }
-        dispatch
-            .call(call, body.freeze())
-            .await
-            .map_err(CallFailure::Status)
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(len);
+                for chunk in chunks {
+                    joined.extend_from_slice(&chunk);
+                }
+                joined.freeze()
+            }
+        };
+        dispatch.call(call, body).await.map_err(CallFailure::Status)
     });
     let stopped = send.stopped();
     let result = tokio::select! {
@@ -518,23 +635,33 @@ enum CallFailure {
 }
 
 async fn write_response(send: &mut quinn::SendStream, req_id: u32, result: Result<Bytes, Status>) {
-    let mut frame = BytesMut::new();
-    let encoded = match &result {
-        Ok(body) => wire::encode_response(StatusCode::Ok, req_id, body, &mut frame),
-        Err(status) => {
-            wire::encode_response(status.code(), req_id, &status.encode_body(), &mut frame)
-        }
+    let (code, body) = match result {
+        Ok(body) => (StatusCode::Ok, body),
+        Err(status) => (status.code(), Bytes::from(status.encode_body())),
     };
-    if let Err(error) = encoded {
-        tracing::error!(%error, "response could not be framed");
-        frame.clear();
+    let Ok(len) = u32::try_from(body.len()) else {
+        tracing::error!(len = body.len(), "response too large to frame");
         let status = Status::internal();
-        if wire::encode_response(status.code(), req_id, &status.encode_body(), &mut frame).is_err()
-        {
-            return;
+        let body = Bytes::from(status.encode_body());
+        let header = wire::ResponseHeader {
+            status: status.code(),
+            req_id,
+            len: body.len() as u32,
+        };
+        let mut chunks = [Bytes::copy_from_slice(&header.to_bytes()), body];
+        if send.write_all_chunks(&mut chunks).await.is_ok() {
+            let _ = send.finish();
         }
-    }
-    if send.write_all(&frame).await.is_ok() {
+        return;
+    };
+    let header = wire::ResponseHeader {
+        status: code,
+        req_id,
+        len,
+    };
+    // The body goes to QUIC as the same buffer the handler produced: no copy into a frame.
+    let mut chunks = [Bytes::copy_from_slice(&header.to_bytes()), body];
+    if send.write_all_chunks(&mut chunks).await.is_ok() {
         let _ = send.finish();
     }
 }

@@ -643,7 +643,13 @@ impl DemoClient {
             .unwrap_or_else(|| ::qpq_runtime::codegen::client_timeout(descriptor));
         let body = self
             .connection
-            .call(descriptor.id, &::prost::Message::encode_to_vec(request), timeout)
+            .call_bytes(
+                descriptor.id,
+                ::qpq_runtime::codegen::Bytes::from(
+                    ::prost::Message::encode_to_vec(request),
+                ),
+                timeout,
+            )
             .await?;
         <Resp as ::prost::Message>::decode(body)
             .map_err(|error| {
