@@ -31,6 +31,8 @@ async fn setup(sync_each_write: bool) -> anyhow::Result<Setup> {
     config.sync_each_write = sync_each_write;
     config.queue_max_messages = u64::MAX;
     config.queue_max_bytes = u64::MAX;
+    // Measure the server, not its abuse limits.
+    config.rate_limit = vec!["all=off".parse().map_err(anyhow::Error::msg)?];
     let server = qpq_server::start(config).await?;
     let connection = qpq_runtime::connect(
         server.addr,

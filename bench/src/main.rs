@@ -8,6 +8,7 @@
 
 mod bulk;
 mod enqueue;
+mod messenger;
 mod rpc;
 mod services;
 mod stats;
@@ -23,6 +24,9 @@ struct Args {
     /// Seconds to measure each configuration.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Idle connections to open in the `connections` section.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,12 +37,25 @@ enum Section {
     Enqueue,
     /// Bulk transfer MB/s, 64 KiB and 16 MiB, quicproquo vs tonic over TLS.
     Bulk,
+    /// FetchWait wake-up latency with 1,000 parked waiters.
+    Wakeup,
+    /// Server RSS with 10,000 idle authenticated connections.
+    Connections,
+    /// OPAQUE logins per second and the server's cost per login.
+    Opaque,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sections = if args.sections.is_empty() {
-        vec![Section::Rpc, Section::Enqueue, Section::Bulk]
+        vec![
+            Section::Rpc,
+            Section::Enqueue,
+            Section::Wakeup,
+            Section::Bulk,
+            Section::Connections,
+            Section::Opaque,
+        ]
     } else {
         args.sections.clone()
     };
@@ -52,6 +69,9 @@ fn main() -> anyhow::Result<()> {
             Section::Rpc => rpc::run(duration)?,
             Section::Enqueue => runtime.block_on(enqueue::run(duration))?,
             Section::Bulk => bulk::run(duration)?,
+            Section::Wakeup => runtime.block_on(messenger::wakeup(500))?,
+            Section::Connections => runtime.block_on(messenger::connections(args.connections))?,
+            Section::Opaque => runtime.block_on(messenger::opaque(duration))?,
         }
     }
     Ok(())

@@ -163,6 +163,41 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
                 }
                 let tonic_tls_sample = grpc_samples.pop().unwrap();
                 let tonic_plain_sample = grpc_samples.pop().unwrap();
+                if std::env::var_os("QPQ_BENCH_SPLIT").is_some() {
+                    // Which side costs what: each client against the other server.
+                    let mut encoded = vec![0x0a, BODY as u8];
+                    encoded.extend_from_slice(&body);
+                    let raw_to_qpq = services::raw_quinn_client(qpq_addr, &identity).await;
+                    let enc = Bytes::from(encoded);
+                    let mut s1 = measure(in_flight, duration, move || {
+                        let (c, b) = (raw_to_qpq.clone(), enc.clone());
+                        async move {
+                            services::raw_quinn_call(&c, &b).await;
+                        }
+                    })
+                    .await;
+                    let qpq_to_raw = qpq_runtime::connect(
+                        raw_addr,
+                        &ClientOptions::pinned(identity.cert.clone()),
+                    )
+                    .await
+                    .unwrap();
+                    let b2 = body.clone();
+                    let mut s2 = measure(in_flight, duration, move || {
+                        let (c, b) = (qpq_to_raw.clone(), b2.clone());
+                        async move {
+                            c.call(1, &b, Duration::from_secs(5)).await.unwrap();
+                        }
+                    })
+                    .await;
+                    println!(
+                        "split {in_flight}: raw client→qpq server {:.0}/s p50 {}; qpq client→raw server {:.0}/s p50 {}",
+                        s1.per_second(),
+                        fmt_latency(s1.percentile(0.5)),
+                        s2.per_second(),
+                        fmt_latency(s2.percentile(0.5))
+                    );
+                }
                 (raw_sample, qpq_sample, tonic_plain_sample, tonic_tls_sample)
             })
         });
