@@ -53,9 +53,13 @@ impl Engine {
                 .db
                 .keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(engine_err)?;
-            let destination = copy
-                .keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(engine_err)?;
+            // Keyspaces created with their own options get them in the copy too.
+            let destination = if name == super::blobs::CHUNKS {
+                super::blobs::open_chunks(&copy)?
+            } else {
+                copy.keyspace(name, KeyspaceCreateOptions::default)
+                    .map_err(engine_err)?
+            };
             let mut batch = copy.batch();
             let mut pending = 0u64;
             for guard in snapshot.iter(&source) {
