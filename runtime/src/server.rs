@@ -98,6 +98,13 @@ pub struct ServerOptions {
     pub abandoned_streams_burst: u32,
     /// How fast the abandoned-stream bucket refills, per second.
     pub abandoned_streams_per_sec: u32,
+    /// After a connection is closed for abuse, new connections from its address (IPv6 by
+    /// /64) are admitted at most `abuse_penalty_connections_per_sec` a second for this long;
+    /// the others are refused. A flood then costs the attacker a handshake per few hundred
+    /// streams, at most that many times a second.
+    pub abuse_penalty: Duration,
+    /// New connections a second admitted from an address serving an abuse penalty.
+    pub abuse_penalty_connections_per_sec: u32,
     /// Where calls and connections are reported (metrics); none by default.
     pub observer: Option<Arc<dyn Observer>>,
 }
@@ -120,6 +127,11 @@ impl std::fmt::Debug for ServerOptions {
             )
             .field("abandoned_streams_burst", &self.abandoned_streams_burst)
             .field("abandoned_streams_per_sec", &self.abandoned_streams_per_sec)
+            .field("abuse_penalty", &self.abuse_penalty)
+            .field(
+                "abuse_penalty_connections_per_sec",
+                &self.abuse_penalty_connections_per_sec,
+            )
             .field("observer", &self.observer.is_some())
             .finish_non_exhaustive()
     }
@@ -141,6 +153,8 @@ impl Default for ServerOptions {
             socket_buffer_bytes: 2 << 20,
             abandoned_streams_burst: 256,
             abandoned_streams_per_sec: 64,
+            abuse_penalty: Duration::from_secs(30),
+            abuse_penalty_connections_per_sec: 2,
             observer: None,
         }
     }
@@ -282,9 +296,15 @@ impl Server {
     pub async fn serve(self) {
         let pending = Arc::new(AtomicUsize::new(0));
         let next_id = Arc::new(AtomicU64::new(1));
+        let penalties = Arc::new(PenaltyBox::new(&self.options));
         while let Some(incoming) = self.endpoint.accept().await {
             if self.endpoint.open_connections() >= self.options.max_connections {
                 tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+                incoming.refuse();
+                continue;
+            }
+            if !penalties.admit(incoming.remote_address().ip()) {
+                tracing::debug!(remote = %incoming.remote_address(), "address serving an abuse penalty; refusing");
                 incoming.refuse();
                 continue;
             }
@@ -302,6 +322,7 @@ impl Server {
             let dispatch = self.dispatch.clone();
             let options = self.options.clone();
             let pending = pending.clone();
+            let penalties = penalties.clone();
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             // Counted here, not in the task, so a burst of Initials sees its own handshakes.
             pending.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +343,7 @@ impl Server {
                 match connected {
                     Ok(Ok(connection)) => {
                         let span = tracing::info_span!("conn", id, %remote);
-                        handle_connection(id, connection, dispatch, options)
+                        handle_connection(id, connection, dispatch, options, penalties)
                             .instrument(span)
                             .await;
                     }
@@ -359,6 +380,7 @@ async fn handle_connection(
     connection: quinn::Connection,
     dispatch: Arc<dyn Dispatch>,
     options: ServerOptions,
+    penalties: Arc<PenaltyBox>,
 ) {
     tracing::debug!("connection established");
     let observer = options.observer.clone();
@@ -381,6 +403,7 @@ async fn handle_connection(
         connection.clone(),
         &options,
         observer.clone(),
+        penalties,
     ));
     loop {
         match connection.accept_bi().await {
@@ -413,6 +436,9 @@ struct StreamGuard {
     per_sec: f64,
     /// Tokens and when they were counted.
     bucket: std::sync::Mutex<(f64, Instant)>,
+    /// Set once the connection was closed for abuse (it is reported once).
+    closed: std::sync::atomic::AtomicBool,
+    penalties: Arc<PenaltyBox>,
 }
 
 impl StreamGuard {
@@ -420,6 +446,7 @@ impl StreamGuard {
         connection: quinn::Connection,
         options: &ServerOptions,
         observer: Option<Arc<dyn Observer>>,
+        penalties: Arc<PenaltyBox>,
     ) -> Self {
         let burst = f64::from(options.abandoned_streams_burst.max(1));
         Self {
@@ -428,6 +455,8 @@ impl StreamGuard {
             burst,
             per_sec: f64::from(options.abandoned_streams_per_sec),
             bucket: std::sync::Mutex::new((burst, Instant::now())),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            penalties,
         }
     }
 
@@ -446,8 +475,10 @@ impl StreamGuard {
             *bucket = ((refilled - 1.0).max(0.0), now);
             refilled < 1.0
         };
-        if exhausted && self.connection.close_reason().is_none() {
-            tracing::warn!(
+        if exhausted && !self.closed.swap(true, Ordering::Relaxed) {
+            // Debug, not warn: under a flood this happens many times a second; the
+            // `connection_closed_for_abuse` observer (a metric) is the operator's signal.
+            tracing::debug!(
                 remote = %self.connection.remote_address(),
                 "closing a connection that abandons streams before their request header"
             );
@@ -455,9 +486,102 @@ impl StreamGuard {
                 VarInt::from_u32(crate::CLOSE_ABUSE),
                 b"too many streams abandoned before their request header",
             );
+            self.penalties.punish(self.connection.remote_address().ip());
             if let Some(observer) = &self.observer {
                 observer.connection_closed_for_abuse();
             }
+        }
+    }
+}
+
+/// Most addresses serving an abuse penalty at once; past it, a new one is not recorded.
+const MAX_PENALIZED: usize = 10_000;
+
+/// Per address: penalty end, connection tokens (at most one), when they were counted.
+type Penalties = std::collections::HashMap<std::net::IpAddr, (Instant, f64, Instant)>;
+
+/// Addresses recently closed for abuse, and how many new connections each may still open
+/// (see [`ServerOptions::abuse_penalty`]).
+struct PenaltyBox {
+    duration: Duration,
+    per_sec: f64,
+    entries: std::sync::Mutex<Penalties>,
+}
+
+/// IPv4 as is (IPv4-mapped IPv6 too), other IPv6 by its /64: one host usually owns one.
+fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+impl PenaltyBox {
+    fn new(options: &ServerOptions) -> Self {
+        Self {
+            duration: options.abuse_penalty,
+            per_sec: f64::from(options.abuse_penalty_connections_per_sec),
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Penalties> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts (or restarts) the penalty of `ip`, with no connection token left.
+    fn punish(&self, ip: std::net::IpAddr) {
+        self.punish_at(ip, Instant::now());
+    }
+
+    fn punish_at(&self, ip: std::net::IpAddr, now: Instant) {
+        if self.duration.is_zero() {
+            return;
+        }
+        let key = address_key(ip);
+        let mut entries = self.entries();
+        if entries.len() >= MAX_PENALIZED && !entries.contains_key(&key) {
+            entries.retain(|_, (until, _, _)| *until > now);
+            if entries.len() >= MAX_PENALIZED {
+                return;
+            }
+        }
+        entries.insert(key, (now + self.duration, 0.0, now));
+    }
+
+    /// Whether a new connection from `ip` may be accepted now.
+    fn admit(&self, ip: std::net::IpAddr) -> bool {
+        self.admit_at(ip, Instant::now())
+    }
+
+    fn admit_at(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let mut entries = self.entries();
+        if entries.is_empty() {
+            return true;
+        }
+        let key = address_key(ip);
+        let Some((until, tokens, at)) = entries.get_mut(&key) else {
+            return true;
+        };
+        if *until <= now {
+            entries.remove(&key);
+            return true;
+        }
+        let refilled =
+            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_sec).min(1.0);
+        *at = now;
+        if refilled >= 1.0 {
+            *tokens = refilled - 1.0;
+            true
+        } else {
+            *tokens = refilled;
+            false
         }
     }
 }
@@ -689,5 +813,40 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(panic) => Poll::Ready(Err(panic)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abusive_address_gets_few_connections_until_its_penalty_ends() {
+        let options = ServerOptions {
+            abuse_penalty: Duration::from_secs(30),
+            abuse_penalty_connections_per_sec: 2,
+            ..ServerOptions::default()
+        };
+        let penalties = PenaltyBox::new(&options);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let abuser: std::net::IpAddr = "2001:db8:1:2::7".parse().unwrap();
+        let neighbour: std::net::IpAddr = "2001:db8:1:2::8".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::7".parse().unwrap();
+        assert!(penalties.admit_at(abuser, t0));
+        penalties.punish_at(abuser, t0);
+        // No token right after; the same /64 shares the penalty; another /64 does not.
+        assert!(!penalties.admit_at(abuser, at(100)));
+        assert!(!penalties.admit_at(neighbour, at(200)));
+        assert!(penalties.admit_at(other, at(200)));
+        // 2 a second: one connection each half second, no more.
+        assert!(penalties.admit_at(abuser, at(700)));
+        assert!(!penalties.admit_at(abuser, at(800)));
+        assert!(penalties.admit_at(abuser, at(1_300)));
+        // After the penalty, all are admitted and the entry is gone.
+        for _ in 0..10 {
+            assert!(penalties.admit_at(abuser, at(30_001)));
+        }
+        assert!(penalties.entries().is_empty());
     }
 }

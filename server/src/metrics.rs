@@ -80,6 +80,8 @@ pub(crate) struct Metrics {
     unknown_methods: AtomicU64,
     connections: AtomicI64,
     connections_total: AtomicU64,
+    stateless_retries: AtomicU64,
+    closed_for_abuse: AtomicU64,
     store: StoreGauges,
 }
 
@@ -90,6 +92,8 @@ impl Metrics {
             unknown_methods: AtomicU64::new(0),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            stateless_retries: AtomicU64::new(0),
+            closed_for_abuse: AtomicU64::new(0),
             store,
         }
     }
@@ -174,6 +178,17 @@ impl Metrics {
             self.connections.load(Ordering::Relaxed),
             self.connections_total.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP qpq_stateless_retries_total New clients asked to prove their address (stateless retry) under handshake load.\n\
+             # TYPE qpq_stateless_retries_total counter\n\
+             qpq_stateless_retries_total {}\n\
+             # HELP qpq_connections_closed_for_abuse_total Connections closed for abandoning too many streams before a request.\n\
+             # TYPE qpq_connections_closed_for_abuse_total counter\n\
+             qpq_connections_closed_for_abuse_total {}",
+            self.stateless_retries.load(Ordering::Relaxed),
+            self.closed_for_abuse.load(Ordering::Relaxed)
+        );
         let store = (self.store)().await;
         let _ = writeln!(
             out,
@@ -248,6 +263,14 @@ impl Observer for Metrics {
 
     fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn stateless_retry(&self) {
+        self.stateless_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn connection_closed_for_abuse(&self) {
+        self.closed_for_abuse.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -1,0 +1,432 @@
+//! Floods against the real binary, each while a normal client on its own connection makes
+//! small calls (Health, one every 2 ms) and measures their p99:
+//!
+//! - **streams**: one connection opens bidirectional streams and resets them at once, as
+//!   fast as it can (reconnecting when closed). The server closes a connection that abandons
+//!   more streams than `ServerOptions::abandoned_streams_*` allow, and then admits at most 2
+//!   new connections a second from its address for 30 s (`ServerOptions::abuse_penalty`).
+//! - **handshakes**: a quinn client starts handshakes through a relay of 32 UDP sockets (so
+//!   they come from 32 source ports) that forwards each connection's first datagram, its
+//!   Initial, to the server and drops everything the server answers: every handshake stays
+//!   incomplete. Past `retry_above_pending_handshakes` the server answers with stateless
+//!   retries, which the attacker never completes, so it holds no state for them.
+//!
+//! Each flood runs 10 s (30 s with `QPQ_LONG_TESTS=1`). Checked: the normal client's p99 in
+//! the flood stays within 3x its quiet p99 measured just before (the attacker, the client
+//! and the server share this machine's cores, so one retry of the pair of measurements is
+//! allowed before failing); the server's resident memory stays bounded; the attacker is
+//! disconnected (streams) or retried without state (handshakes), read from the server's
+//! `/metrics` counters.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+use qpq_runtime::tls::ServerTrust;
+use qpq_runtime::{ClientOptions, tls};
+use qpq_schema::{QpqClient, proto};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PACE: Duration = Duration::from_millis(2);
+/// The two floods share the machine's cores: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const BASELINE: Duration = Duration::from_secs(3);
+/// Handshakes the attacker starts per second.
+const HANDSHAKES_PER_SEC: u64 = 2_000;
+const RELAY_SOCKETS: usize = 32;
+
+fn flood_duration() -> Duration {
+    if std::env::var("QPQ_LONG_TESTS").is_ok_and(|v| v == "1") {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TCP port free right now (for `--metrics-listen`).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Health calls paced every [`PACE`] for `duration`; their latencies.
+async fn measure(client: &QpqClient, duration: Duration) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let end = Instant::now() + duration;
+    let mut tick = tokio::time::interval(PACE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while Instant::now() < end {
+        tick.tick().await;
+        let started = Instant::now();
+        client.health(proto::HealthRequest {}).await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+fn p99(latencies: &[Duration]) -> Duration {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+/// Peak resident memory of `pid` while `running` is set.
+fn sample_rss(pid: u32, running: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while running.load(Ordering::Relaxed) {
+            peak = peak.max(rss_kib(pid));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    })
+}
+
+struct Server {
+    process: ServerProcess,
+    metrics: SocketAddr,
+    cert: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let process = ServerProcess::spawn(dir.path(), &["--metrics-listen", &metrics.to_string()]);
+    Server {
+        process,
+        metrics,
+        cert: dir.path().join("data/server-cert.der"),
+        _dir: dir,
+    }
+}
+
+/// What one flood did to the normal client and the server.
+struct Outcome {
+    quiet_p99: Duration,
+    flood_p99: Duration,
+    calls: usize,
+    rss_before: u64,
+    rss_peak: u64,
+}
+
+impl Outcome {
+    fn within(&self) -> bool {
+        self.flood_p99 <= self.quiet_p99 * 3
+    }
+}
+
+/// Measures the quiet p99, then runs `attack` for the flood duration while measuring again.
+async fn under_attack<F>(server: &Server, client: &QpqClient, attack: F) -> Outcome
+where
+    F: FnOnce(Arc<AtomicBool>) -> std::thread::JoinHandle<()>,
+{
+    let pid = server.process.child.id();
+    let quiet = measure(client, BASELINE).await;
+    let rss_before = rss_kib(pid);
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = sample_rss(pid, running.clone());
+    let attacker = attack(running.clone());
+    // Let the flood build up before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flooded = measure(client, flood_duration()).await;
+    running.store(false, Ordering::Relaxed);
+    attacker.join().unwrap();
+    Outcome {
+        quiet_p99: p99(&quiet),
+        flood_p99: p99(&flooded),
+        calls: flooded.len(),
+        rss_before,
+        rss_peak: sampler.join().unwrap(),
+    }
+}
+
+fn report(name: &str, outcome: &Outcome) {
+    println!(
+        "{name}: normal client p99 {:.2} ms quiet, {:.2} ms under the flood ({:.1}x, {} calls); server RSS {} MiB before, peak {} MiB",
+        outcome.quiet_p99.as_secs_f64() * 1e3,
+        outcome.flood_p99.as_secs_f64() * 1e3,
+        outcome.flood_p99.as_secs_f64() / outcome.quiet_p99.as_secs_f64(),
+        outcome.calls,
+        outcome.rss_before / 1024,
+        outcome.rss_peak / 1024
+    );
+}
+
+/// Opens and resets streams on one connection as fast as it can, reconnecting when the
+/// server closes it; counts streams and disconnections.
+fn stream_flood(
+    addr: SocketAddr,
+    options: ClientOptions,
+    running: Arc<AtomicBool>,
+    streams: Arc<AtomicU64>,
+    disconnects: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            while running.load(Ordering::Relaxed) {
+                let Ok(connection) = qpq_runtime::connect(addr, &options).await else {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let mut n = 0u64;
+                while running.load(Ordering::Relaxed) {
+                    match connection.open_raw_stream().await {
+                        Ok((mut send, recv)) => {
+                            let _ = send.reset(quinn::VarInt::from_u32(0));
+                            drop(recv);
+                            streams.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            disconnects.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    n += 1;
+                    if n.is_multiple_of(32) {
+                        // Let the connection's driver send what was queued.
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_is_cut_off_and_normal_calls_keep_their_latency() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = start_server();
+    let client = server.process.client(&server.cert).await;
+    let options = ClientOptions::pinned(tls::load_cert(&server.cert).unwrap());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let streams = Arc::new(AtomicU64::new(0));
+        let disconnects = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(AtomicU64::new(0));
+        let closed_before = metric(server.metrics, "qpq_connections_closed_for_abuse_total").await;
+        let outcome = under_attack(&server, &client, |running| {
+            stream_flood(
+                server.process.addr,
+                options.clone(),
+                running,
+                streams.clone(),
+                disconnects.clone(),
+                refused.clone(),
+            )
+        })
+        .await;
+        let closed =
+            metric(server.metrics, "qpq_connections_closed_for_abuse_total").await - closed_before;
+        let seconds = flood_duration().as_secs_f64() + 0.5;
+        report("stream flood", &outcome);
+        println!(
+            "stream flood: {} streams opened and reset ({:.0}/s), attacker disconnected {} times, server closed {closed} connections for abuse and refused {} reconnections",
+            streams.load(Ordering::Relaxed),
+            streams.load(Ordering::Relaxed) as f64 / seconds,
+            disconnects.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed)
+        );
+        assert!(
+            closed > 0,
+            "the server never closed the flooding connection"
+        );
+        assert!(disconnects.load(Ordering::Relaxed) > 0);
+        assert!(
+            outcome.rss_peak < outcome.rss_before + 64 * 1024,
+            "server memory grew too much"
+        );
+        if outcome.within() {
+            break;
+        }
+        assert!(
+            attempt < 2,
+            "normal p99 went past 3x its quiet baseline in two runs"
+        );
+        println!("p99 past 3x the baseline; measuring once more");
+    }
+    // The normal client was never disturbed into failing a call (measure unwraps each).
+    client.health(proto::HealthRequest {}).await.unwrap();
+}
+
+/// The Destination Connection ID of a QUIC long-header packet.
+fn initial_dcid(datagram: &[u8]) -> Option<&[u8]> {
+    if datagram.first()? & 0x80 == 0 {
+        return None;
+    }
+    let len = usize::from(*datagram.get(5)?);
+    datagram.get(6..6 + len)
+}
+
+/// Starts `HANDSHAKES_PER_SEC` handshakes a second with a real quinn client, relayed so
+/// that only each connection's first datagram reaches the server and nothing comes back.
+fn handshake_flood(
+    server: SocketAddr,
+    running: Arc<AtomicBool>,
+    started: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut crypto =
+                tls::client_crypto(&ServerTrust::DangerAcceptAnyCertificate, None).unwrap();
+            crypto.alpn_protocols = vec![tls::ALPN.to_vec()];
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+            let client_addr = endpoint.local_addr().unwrap();
+            let mut relays = Vec::new();
+            for _ in 0..RELAY_SOCKETS {
+                let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                let relay_addr = socket.local_addr().unwrap();
+                let (running, forwarded) = (running.clone(), forwarded.clone());
+                relays.push(relay_addr);
+                tokio::spawn(async move {
+                    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+                    let mut buf = vec![0u8; 65_536];
+                    while running.load(Ordering::Relaxed) {
+                        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                            break;
+                        };
+                        // Only the client's first datagram of each connection goes on; the
+                        // server's answers (handshake, retries) are dropped here.
+                        if from != client_addr {
+                            continue;
+                        }
+                        let Some(dcid) = initial_dcid(&buf[..len]) else {
+                            continue;
+                        };
+                        if seen.len() > 100_000 {
+                            seen.clear();
+                        }
+                        if seen.insert(dcid.to_vec()) {
+                            let _ = socket.send_to(&buf[..len], server).await;
+                            forwarded.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            // Handshakes are kept (never completing) for 2 s, then dropped.
+            let mut pending = std::collections::VecDeque::new();
+            let per_tick = HANDSHAKES_PER_SEC / 100;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut n = 0usize;
+            while running.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    let relay = relays[n % relays.len()];
+                    n += 1;
+                    if let Ok(connecting) = endpoint.connect(relay, "localhost") {
+                        pending.push_back((Instant::now(), connecting));
+                        started.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                while pending
+                    .front()
+                    .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(2))
+                {
+                    pending.pop_front();
+                }
+            }
+        });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_meets_stateless_retry_and_normal_calls_keep_their_latency() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = start_server();
+    let client = server.process.client(&server.cert).await;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let started = Arc::new(AtomicU64::new(0));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let retries_before = metric(server.metrics, "qpq_stateless_retries_total").await;
+        let accepted_before = metric(server.metrics, "qpq_connections_total").await;
+        let outcome = under_attack(&server, &client, |running| {
+            handshake_flood(
+                server.process.addr,
+                running,
+                started.clone(),
+                forwarded.clone(),
+            )
+        })
+        .await;
+        let retries = metric(server.metrics, "qpq_stateless_retries_total").await - retries_before;
+        let completed = metric(server.metrics, "qpq_connections_total").await - accepted_before;
+        let forwarded = forwarded.load(Ordering::Relaxed);
+        report("handshake flood", &outcome);
+        println!(
+            "handshake flood: {} handshakes started, {forwarded} Initials reached the server from {RELAY_SOCKETS} ports, {retries} answered with a stateless retry ({:.0}%), {completed} handshakes completed",
+            started.load(Ordering::Relaxed),
+            retries as f64 * 100.0 / forwarded.max(1) as f64
+        );
+        assert!(
+            forwarded > 1_000,
+            "the attacker reached the server too little"
+        );
+        assert!(
+            retries * 2 > forwarded,
+            "stateless retry did not take over under handshake load"
+        );
+        assert_eq!(completed, 0, "an attacker handshake completed");
+        assert!(
+            outcome.rss_peak < outcome.rss_before + 64 * 1024,
+            "server memory grew too much"
+        );
+        if outcome.within() {
+            break;
+        }
+        assert!(
+            attempt < 2,
+            "normal p99 went past 3x its quiet baseline in two runs"
+        );
+        println!("p99 past 3x the baseline; measuring once more");
+    }
+    client.health(proto::HealthRequest {}).await.unwrap();
+}
