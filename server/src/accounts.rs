@@ -302,8 +302,14 @@ impl<S: Store> Messenger<S> {
         match name.split_once('@') {
             None => Ok(name),
             Some((local, domain)) if Some(domain) == self.config.domain.as_deref() => Ok(local),
-            Some((_, domain)) => Err(Status::unavailable(format!(
-                "`{name}` is a user of {domain}; reaching other servers (federation) is not implemented yet"
+            // Users of peers are reached by Enqueue/BatchEnqueue and the Proxy methods only.
+            Some((_, domain)) if self.federation.peer(domain).is_some() => {
+                Err(Status::bad_request(format!(
+                    "`{name}` is a user of the federation peer {domain}; this method takes users of this server only (reach remote users with Enqueue, BatchEnqueue, ProxyResolveUser, ProxyFetchKeyPackage and ProxyFetchHybridKey)"
+                )))
+            }
+            Some((_, domain)) => Err(Status::not_found(format!(
+                "`{name}` is a user of {domain}, which is not a federation peer of this server"
             ))),
         }
     }

@@ -49,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "QPQ_DOMAIN")]
     pub domain: Option<String>,
 
+    /// A federation peer: `DOMAIN=HOST:PORT=CERT_SHA256`, the peer's domain, its QUIC address
+    /// and the SHA-256 of its TLS certificate in hex (the peer logs it at start as
+    /// `cert_sha256`). Repeatable (comma-separated in the env var); needs --domain.
+    #[arg(long = "peer", env = "QPQ_PEERS", value_delimiter = ',')]
+    pub peers: Vec<PeerConfig>,
+
     /// Usernames of server administrators (repeatable, or comma-separated in the env var).
     #[arg(long = "admin", env = "QPQ_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -161,6 +167,82 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A federation peer from `--peer DOMAIN=HOST:PORT=CERT_SHA256`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's domain (its users are `name@<domain>`).
+    pub domain: String,
+    /// Where the peer listens, `host:port` (a DNS name is resolved at each connect).
+    pub address: String,
+    /// SHA-256 of the peer's TLS certificate (DER): the only certificate accepted from it,
+    /// both when this server connects to it and when it calls this server.
+    pub cert_sha256: [u8; 32],
+}
+
+/// A domain as federation uses it: 1-253 bytes of `a-z 0-9 . -`, no empty label.
+pub(crate) fn check_domain(domain: &str) -> Result<(), String> {
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{domain}` is not a valid domain: use lowercase DNS labels (a-z, 0-9, '-') separated by dots"
+        ))
+    }
+}
+
+impl std::str::FromStr for PeerConfig {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage =
+            "a peer is DOMAIN=HOST:PORT=CERT_SHA256, e.g. b.example=b.example:5001=<64 hex digits>";
+        let mut parts = s.split('=');
+        let (Some(domain), Some(address), Some(hash), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("`{s}`: {usage}"));
+        };
+        check_domain(domain)?;
+        let port = address
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|&port| port != 0);
+        if port.is_none() {
+            return Err(format!(
+                "peer {domain}: address `{address}` must be HOST:PORT with a port from 1 to 65535 ({usage})"
+            ));
+        }
+        let digits: String = hash.chars().filter(|&c| c != ':').collect();
+        let mut cert_sha256 = [0u8; 32];
+        let valid_hex = digits.len() == 64
+            && digits.is_ascii()
+            && cert_sha256.iter_mut().enumerate().all(|(i, byte)| {
+                u8::from_str_radix(&digits[2 * i..2 * i + 2], 16)
+                    .map(|b| *byte = b)
+                    .is_ok()
+            });
+        if !valid_hex {
+            return Err(format!(
+                "peer {domain}: the certificate SHA-256 must be 64 hex digits, got `{hash}`"
+            ));
+        }
+        Ok(Self {
+            domain: domain.to_owned(),
+            address: address.to_owned(),
+            cert_sha256,
+        })
+    }
 }
 
 /// Why the configuration could not be loaded.

@@ -124,7 +124,7 @@ impl<S: Store> Messenger<S> {
         }
     }
 
-    fn new_message(
+    pub(crate) fn new_message(
         session: &Session,
         payload: Bytes,
         ttl_secs: u32,
@@ -190,6 +190,9 @@ impl<S: Store> Messenger<S> {
         ctx: Ctx<Session>,
         request: proto::EnqueueRequest,
     ) -> Result<proto::EnqueueResponse, Status> {
+        if let Some(remote) = self.remote_recipient(request.recipient.as_ref())? {
+            return self.enqueue_remote(ctx.auth(), remote, request).await;
+        }
         let recipient = self.recipient(request.recipient.as_ref()).await?;
         let message = Self::new_message(
             ctx.auth(),
@@ -226,6 +229,10 @@ impl<S: Store> Messenger<S> {
                 "a batch holds at most {MAX_BATCH} items, got {}",
                 request.items.len()
             )));
+        }
+        if self.any_remote(&request.items) {
+            // Local and remote items in one durable write (`federation/`).
+            return self.batch_enqueue_with_remote(ctx.auth(), request).await;
         }
         let mut deliveries = Vec::with_capacity(request.items.len());
         for (i, item) in request.items.into_iter().enumerate() {

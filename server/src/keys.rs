@@ -133,7 +133,7 @@ fn check_hybrid_key(
     })
 }
 
-fn hybrid_to_proto(record: HybridKeyRecord) -> proto::HybridPublicKey {
+pub(crate) fn hybrid_to_proto(record: HybridKeyRecord) -> proto::HybridPublicKey {
     proto::HybridPublicKey {
         x25519_public: Bytes::copy_from_slice(&record.x25519_public),
         mlkem768_public: record.mlkem768_public,

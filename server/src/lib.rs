@@ -53,7 +53,7 @@ use crate::auth::{LimiterConfig, LoginConfig, LoginLimiter, OpaqueServer};
 use crate::live::Live;
 use crate::store::{Durability, FjallStore, QueueLimits, Store, StoreOptions};
 
-pub use config::{Command, Config, ConfigError, LogFormat};
+pub use config::{Command, Config, ConfigError, LogFormat, PeerConfig};
 pub use ratelimit::{Rate, RateLimitSetting, Scope};
 
 /// The server's state, shared by every call. `S` is the storage backend.
@@ -74,6 +74,8 @@ pub struct Messenger<S: Store = FjallStore> {
     kt_log: kt::LogKey,
     /// Token buckets per rate class (see `ratelimit.rs`).
     rate_limits: ratelimit::RateLimiter,
+    /// Federation peers and the links to them (see `federation/`).
+    federation: federation::Federation,
 }
 
 impl<S: Store> Messenger<S> {
@@ -86,6 +88,7 @@ impl<S: Store> Messenger<S> {
             key_fetches: keys::FetchLimiter::new(config.key_package_fetches_per_minute),
             kt_log,
             rate_limits: ratelimit::RateLimiter::new(&config.rate_limit),
+            federation: federation::Federation::new(&config, None)?,
             config,
             started: Instant::now(),
             store,
@@ -206,7 +209,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         })
     });
     let metrics = Arc::new(metrics::Metrics::new(gauges));
-    let messenger = Arc::new(Messenger::new(config.clone(), store, opaque)?);
+    let messenger = Arc::new(
+        Messenger::new(config.clone(), store, opaque)?.with_federation_identity(&identity)?,
+    );
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let mut options = ServerOptions::default();
     options.observer = Some(metrics.clone());
@@ -235,6 +240,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         messenger.clone(),
         push::HttpPushGateway::new(&config),
     )));
+    tasks.extend(messenger.spawn_relays());
     tasks.push(tokio::spawn(sweep(messenger)));
     tasks.push(tokio::spawn(server.serve()));
     tracing::info!(
@@ -253,7 +259,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 }
 
 /// Deletes expired messages, sessions, blob uploads and P2P endpoints, forgets expired
-/// logins and records device last-seen times, once a minute.
+/// logins and federation relay ids, and records device last-seen times, once a minute.
 async fn sweep<S: Store>(messenger: Arc<Messenger<S>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -272,5 +278,6 @@ async fn sweep<S: Store>(messenger: Arc<Messenger<S>>) {
         messenger.sweep_uploads().await;
         messenger.sweep_endpoints().await;
         messenger.flush_last_seen().await;
+        messenger.sweep_relay_ids().await;
     }
 }

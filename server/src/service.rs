@@ -1,22 +1,12 @@
 //! The one `impl QpqService`: each method delegates to its group's module, so this file
-//! stays a table of contents. Methods whose work has not landed answer Unavailable with
-//! "<Name> (<id>) is not implemented yet", never a fake success.
+//! stays a table of contents.
 
 use qpq_runtime::{Admin, Anonymous, Ctx, FederationPeer, Session, Status};
-use qpq_schema::{MethodId, QpqService, proto};
+use qpq_schema::{QpqService, proto};
 
 use crate::Messenger;
 use crate::health;
 use crate::store::Store;
-
-/// The answer of a method that is not implemented yet.
-pub(crate) fn not_yet(method: MethodId) -> Status {
-    Status::unavailable(format!(
-        "{} ({}) is not implemented yet",
-        method.name(),
-        method.id()
-    ))
-}
 
 impl<S: Store> QpqService for Messenger<S> {
     async fn opaque_register_start(

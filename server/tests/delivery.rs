@@ -376,20 +376,37 @@ async fn resolve_user_and_identity() {
 }
 
 #[tokio::test]
-async fn unfinished_methods_say_so() {
-    let server = TestServer::start().await;
+async fn users_of_unknown_domains_are_not_found() {
+    // Federation itself is tested in federation.rs; without peers, other domains are unknown.
+    let server = TestServer::start_with(|c| c.domain = Some("a.example".into())).await;
     let alice = server.user("alice").await;
-    let result = alice
+    let health = alice
         .client
         .federation_health(proto::FederationHealthRequest {
             session_token: alice.token(),
             domain: String::new(),
         })
+        .await
+        .unwrap();
+    assert_eq!(health.local_domain, "a.example");
+    assert!(health.peers.is_empty());
+    let result = alice
+        .client
+        .enqueue(proto::EnqueueRequest {
+            session_token: alice.token(),
+            recipient: Some(proto::UserRef {
+                target: Some(proto::user_ref::Target::Username("bob@b.example".into())),
+            }),
+            payload: Bytes::from_static(b"hi"),
+            ttl_secs: 0,
+            channel_id: Bytes::new(),
+        })
         .await;
     let status = result.unwrap_err().status().cloned().unwrap();
-    assert_eq!(status.code(), StatusCode::Unavailable);
-    assert_eq!(
-        status.message(),
-        "FederationHealth (905) is not implemented yet"
+    assert_eq!(status.code(), StatusCode::NotFound);
+    assert!(
+        status.message().contains("not a federation peer"),
+        "{}",
+        status.message()
     );
 }

@@ -33,6 +33,7 @@ mod blobs;
 mod channels;
 mod codec;
 mod devices;
+mod federation;
 mod fjall;
 mod keys;
 mod kt;
@@ -57,6 +58,10 @@ pub use self::channels::{
 };
 pub use self::devices::{
     DeviceError, DeviceId, DeviceRecord, DeviceStore, PushPlatform, PushToken, Registered,
+};
+pub use self::federation::{
+    FederationStore, OutboxEntry, OutboxLimits, OutboxMessage, RelayId, RelayStored,
+    RelayedDelivery,
 };
 pub use self::fjall::{BackupStats, FjallStore, StoreOptions};
 pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
@@ -392,6 +397,7 @@ pub trait Store:
     + channels::ChannelStore
     + moderation::ModerationStore
     + kt::KtStore
+    + federation::FederationStore
 {
     /// Registers an account. Fails with [`StoreError::UsernameTaken`] or
     /// [`StoreError::IdentityTaken`] when either is bound already.
