@@ -299,6 +299,23 @@ async fn alice_at_a_sends_to_bob_at_b_who_gets_the_push_and_fetches_it() {
     assert_eq!(code(result), StatusCode::NotFound);
     let result = alice
         .client
+        .batch_enqueue(proto::BatchEnqueueRequest {
+            session_token: alice.token(),
+            items: vec![proto::EnqueueItem {
+                recipient: to("Not A Name@b.example"),
+                payload: Bytes::from_static(b"x"),
+                ..Default::default()
+            }],
+        })
+        .await;
+    let status = result.unwrap_err().status().cloned().unwrap();
+    assert_eq!(status.code(), StatusCode::BadRequest);
+    assert!(
+        status.message().starts_with("item 0: username"),
+        "{status:?}"
+    );
+    let result = alice
+        .client
         .resolve_user(proto::ResolveUserRequest {
             session_token: alice.token(),
             username: "bob@b.example".into(),

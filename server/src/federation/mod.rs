@@ -91,12 +91,32 @@ impl<S: Store> Messenger<S> {
         Ok(self)
     }
 
-    /// Starts one relay worker per peer.
+    /// Starts one relay worker per peer, and a check for outboxes of domains that are no
+    /// longer peers (their messages wait until the peer is configured again).
     pub(crate) fn spawn_relays(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        self.federation
+        let mut tasks: Vec<_> = self
+            .federation
             .peers()
             .map(|link| tokio::spawn(relay::run(Arc::clone(self), Arc::clone(link))))
-            .collect()
+            .collect();
+        let messenger = Arc::clone(self);
+        tasks.push(tokio::spawn(async move {
+            match messenger.store.outbox_peers().await {
+                Ok(outboxes) => {
+                    for (domain, messages) in outboxes {
+                        if messenger.federation.peer(&domain).is_none() {
+                            tracing::warn!(
+                                %domain,
+                                messages,
+                                "messages wait in the outbox of a domain that is not a configured peer; they are relayed once it is a --peer again"
+                            );
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "could not list the federation outboxes"),
+            }
+        }));
+        tasks
     }
 
     /// Forgets expired relay ids (called by the sweeper).
@@ -160,11 +180,12 @@ impl<S: Store> Messenger<S> {
         }))
     }
 
-    /// Whether any item of a BatchEnqueue is for a user of a peer.
+    /// Whether any item of a BatchEnqueue is (or claims to be) for a user of a peer; such a
+    /// batch takes [`Messenger::batch_enqueue_with_remote`], which also names a bad address.
     pub(crate) fn any_remote(&self, items: &[proto::EnqueueItem]) -> bool {
         items
             .iter()
-            .any(|item| matches!(self.remote_recipient(item.recipient.as_ref()), Ok(Some(_))))
+            .any(|item| !matches!(self.remote_recipient(item.recipient.as_ref()), Ok(None)))
     }
 
     /// Enqueue to a user of a peer: into the outbox; `seq` 0 and `relayed`.

@@ -130,6 +130,9 @@ pub trait FederationStore: Send + Sync + 'static {
     /// Messages waiting in a peer's outbox.
     fn outbox_depth(&self, peer: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Every peer domain with messages in its outbox, and how many.
+    fn outbox_peers(&self) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
     /// Stores messages relayed by `peer`, each atomically with its relay id, and answers
     /// one outcome per delivery in order. A relay id already stored for `peer` (earlier or
     /// earlier in this call) is a [`RelayStored::Duplicate`]. Outcomes are independent: a full

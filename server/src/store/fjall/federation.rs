@@ -406,6 +406,23 @@ impl FederationStore for FjallStore {
         self.inline(|e| Ok(e.outbox_meta(peer)?.messages))
     }
 
+    async fn outbox_peers(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.blocking(|e| {
+            let mut out = Vec::new();
+            for guard in e.ks(OUTBOX_META)?.iter() {
+                let (key, value) = guard.into_inner().map_err(engine_err)?;
+                let meta = decode_meta(&value)?;
+                if meta.messages > 0 {
+                    let peer = String::from_utf8(key.to_vec())
+                        .map_err(|_| StoreError::Corrupt("outbox meta key is not utf-8".into()))?;
+                    out.push((peer, meta.messages));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn store_relayed(
         &self,
         peer: &str,
@@ -507,6 +524,10 @@ mod tests {
         assert_eq!(store.outbox_depth("b.example").await.unwrap(), 2);
         assert_eq!(store.outbox_depth("c.example").await.unwrap(), 1);
         assert_eq!(store.outbox_depth("b.exampl").await.unwrap(), 0);
+        assert_eq!(
+            store.outbox_peers().await.unwrap(),
+            vec![("b.example".to_owned(), 2), ("c.example".to_owned(), 1)]
+        );
         let front = store.outbox_front("b.example", 10).await.unwrap();
         assert_eq!(front.len(), 2);
         assert_eq!(front[0].message, out(1, "one"));
