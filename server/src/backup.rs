@@ -2,7 +2,7 @@
 //!
 //! `qpq-server backup --to DIR` asks the running server, over its control socket
 //! (`<data-dir>/control.sock`, mode 0600), to copy itself: the database from one consistent
-//! snapshot (see `store::fjall::backup`), then the other files of the data directory
+//! snapshot (see the store's backup module), then the other files of the data directory
 //! (certificate and key, OPAQUE setup, log keys, blob files). With no server running it opens
 //! the data directory itself and does the same. `qpq-server restore --from DIR` copies a
 //! backup into an empty data directory while no server runs there.
