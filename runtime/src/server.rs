@@ -88,6 +88,11 @@ pub struct ServerOptions {
     /// When more handshakes than this are in progress, new clients must prove their address
     /// with a stateless retry first.
     pub retry_above_pending_handshakes: usize,
+    /// Handshakes a second (and at once) started for clients that have not proved their
+    /// address; past it they must, with a stateless retry, even below
+    /// `retry_above_pending_handshakes`. Keeps a flood of Initials from buying bursts of TLS
+    /// work whenever the pending handshakes time out together.
+    pub unvalidated_handshakes_per_sec: u32,
     /// UDP socket send and receive buffer size requested from the kernel.
     pub socket_buffer_bytes: usize,
     /// Streams a connection may abandon before sending a complete request header (opened
@@ -125,6 +130,10 @@ impl std::fmt::Debug for ServerOptions {
                 "retry_above_pending_handshakes",
                 &self.retry_above_pending_handshakes,
             )
+            .field(
+                "unvalidated_handshakes_per_sec",
+                &self.unvalidated_handshakes_per_sec,
+            )
             .field("abandoned_streams_burst", &self.abandoned_streams_burst)
             .field("abandoned_streams_per_sec", &self.abandoned_streams_per_sec)
             .field("abuse_penalty", &self.abuse_penalty)
@@ -150,9 +159,10 @@ impl Default for ServerOptions {
             header_timeout: Duration::from_secs(10),
             push_buffer: 256,
             retry_above_pending_handshakes: 128,
+            unvalidated_handshakes_per_sec: 32,
             socket_buffer_bytes: 2 << 20,
-            abandoned_streams_burst: 256,
-            abandoned_streams_per_sec: 64,
+            abandoned_streams_burst: 64,
+            abandoned_streams_per_sec: 16,
             abuse_penalty: Duration::from_secs(30),
             abuse_penalty_connections_per_sec: 2,
             observer: None,
@@ -297,6 +307,9 @@ impl Server {
         let pending = Arc::new(AtomicUsize::new(0));
         let next_id = Arc::new(AtomicU64::new(1));
         let penalties = Arc::new(PenaltyBox::new(&self.options));
+        // Token bucket of handshakes for unvalidated addresses: (tokens, when counted).
+        let rate = f64::from(self.options.unvalidated_handshakes_per_sec);
+        let mut unvalidated = (rate, Instant::now());
         while let Some(incoming) = self.endpoint.accept().await {
             if self.endpoint.open_connections() >= self.options.max_connections {
                 tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
@@ -308,8 +321,18 @@ impl Server {
                 incoming.refuse();
                 continue;
             }
+            let over_rate = !incoming.remote_address_validated() && {
+                let now = Instant::now();
+                let tokens = (unvalidated.0
+                    + now.saturating_duration_since(unvalidated.1).as_secs_f64() * rate)
+                    .min(rate);
+                unvalidated = (tokens, now);
+                tokens < 1.0
+            };
             if !incoming.remote_address_validated()
-                && pending.load(Ordering::Relaxed) >= self.options.retry_above_pending_handshakes
+                && (over_rate
+                    || pending.load(Ordering::Relaxed)
+                        >= self.options.retry_above_pending_handshakes)
             {
                 // Under handshake load a client first proves it owns its address.
                 if incoming.retry().is_ok()
@@ -326,6 +349,9 @@ impl Server {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             // Counted here, not in the task, so a burst of Initials sees its own handshakes.
             pending.fetch_add(1, Ordering::Relaxed);
+            if !incoming.remote_address_validated() {
+                unvalidated.0 -= 1.0;
+            }
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 let connecting = incoming.accept();
