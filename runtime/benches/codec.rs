@@ -23,7 +23,9 @@ fn codec(c: &mut Criterion) {
         group.bench_function(format!("decode_request/{size}"), |b| {
             b.iter(|| {
                 let mut buf = BytesMut::from(&encoded[..]);
-                let frame = wire::decode_request(&mut buf, |_| Ok(2 << 20)).unwrap().unwrap();
+                let frame = wire::decode_request(&mut buf, |_| Ok(2 << 20))
+                    .unwrap()
+                    .unwrap();
                 std::hint::black_box(frame);
             });
         });

@@ -116,6 +116,9 @@ fn every_setting_is_documented() {
             continue;
         };
         let row = format!("| `--{long}` | `{}` |", env.to_string_lossy());
-        assert!(docs.contains(&row), "docs/running.md lacks the row for --{long}: {row}");
+        assert!(
+            docs.contains(&row),
+            "docs/running.md lacks the row for --{long}: {row}"
+        );
     }
 }

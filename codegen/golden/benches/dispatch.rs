@@ -27,7 +27,11 @@ fn dispatch(c: &mut Criterion) {
         b.iter(|| std::hint::black_box(EchoRequest::decode(request.clone()).unwrap()));
     });
     group.bench_function("check_request_64B", |b| {
-        b.iter(|| MethodId::Echo.check_request(std::hint::black_box(&request)).unwrap());
+        b.iter(|| {
+            MethodId::Echo
+                .check_request(std::hint::black_box(&request))
+                .unwrap()
+        });
     });
     let reply = EchoReply {
         text: "hello".into(),
