@@ -88,10 +88,12 @@ pub struct ServerOptions {
     /// When more handshakes than this are in progress, new clients must prove their address
     /// with a stateless retry first.
     pub retry_above_pending_handshakes: usize,
-    /// Handshakes a second (and at once) started for clients that have not proved their
-    /// address; past it they must, with a stateless retry, even below
-    /// `retry_above_pending_handshakes`. Keeps a flood of Initials from buying bursts of TLS
-    /// work whenever the pending handshakes time out together.
+    /// New clients a second (and at once) that may handshake without first proving their
+    /// address. Every such client counts, retried or not, and the count may run up to ten
+    /// seconds' worth in debt: while Initials from unproven addresses keep arriving faster
+    /// than this, every one gets a stateless retry (even below
+    /// `retry_above_pending_handshakes`), so a flood buys no TLS work at all; when it
+    /// stops, handshakes without a retry resume.
     pub unvalidated_handshakes_per_sec: u32,
     /// UDP socket send and receive buffer size requested from the kernel.
     pub socket_buffer_bytes: usize,
@@ -307,7 +309,7 @@ impl Server {
         let pending = Arc::new(AtomicUsize::new(0));
         let next_id = Arc::new(AtomicU64::new(1));
         let penalties = Arc::new(PenaltyBox::new(&self.options));
-        // Token bucket of handshakes for unvalidated addresses: (tokens, when counted).
+        // Token bucket of new clients from unvalidated addresses: (tokens, when counted).
         let rate = f64::from(self.options.unvalidated_handshakes_per_sec);
         let mut unvalidated = (rate, Instant::now());
         while let Some(incoming) = self.endpoint.accept().await {
@@ -326,7 +328,7 @@ impl Server {
                 let tokens = (unvalidated.0
                     + now.saturating_duration_since(unvalidated.1).as_secs_f64() * rate)
                     .min(rate);
-                unvalidated = (tokens, now);
+                unvalidated = ((tokens - 1.0).max(-10.0 * rate), now);
                 tokens < 1.0
             };
             if !incoming.remote_address_validated()
@@ -349,9 +351,6 @@ impl Server {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             // Counted here, not in the task, so a burst of Initials sees its own handshakes.
             pending.fetch_add(1, Ordering::Relaxed);
-            if !incoming.remote_address_validated() {
-                unvalidated.0 -= 1.0;
-            }
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 let connecting = incoming.accept();
