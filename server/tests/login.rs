@@ -94,6 +94,15 @@ async fn wrong_password_and_unknown_user_are_indistinguishable() {
         error_body_len(&wrong.finish),
         error_body_len(&unknown.finish)
     );
+    println!(
+        "wrong password vs unknown user: {} vs {}; LoginStart answers {} vs {} bytes, error bodies {} vs {} bytes",
+        code(wrong.finish.clone()).name(),
+        code(unknown.finish.clone()).name(),
+        wrong.start_response_len,
+        unknown.start_response_len,
+        error_body_len(&wrong.finish),
+        error_body_len(&unknown.finish)
+    );
     assert_eq!(
         wrong.finish.unwrap_err().to_string(),
         unknown.finish.unwrap_err().to_string()
