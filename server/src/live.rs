@@ -141,6 +141,16 @@ impl Live {
         out
     }
 
+    /// Whether any connection is authenticated as `identity` now.
+    pub(crate) fn is_online(&self, identity: &IdentityKey) -> bool {
+        self.lock().connections.contains_key(identity)
+    }
+
+    /// Identities with at least one authenticated connection now.
+    pub(crate) fn online_count(&self) -> usize {
+        self.lock().connections.len()
+    }
+
     /// Ends sessions now: signals their parked FetchWaits and closes the connections that
     /// authenticated with them, except `spare` (the connection asking for the revocation,
     /// which still needs its answer); that one only stops receiving pushes.

@@ -432,4 +432,20 @@ impl<S: Store> QpqService for Messenger<S> {
     ) -> Result<proto::DeleteAccountResponse, Status> {
         Messenger::delete_account(self, ctx, request).await
     }
+
+    async fn list_users(
+        &self,
+        ctx: Ctx<Admin>,
+        request: proto::ListUsersRequest,
+    ) -> Result<proto::ListUsersResponse, Status> {
+        Messenger::list_users(self, ctx, request).await
+    }
+
+    async fn storage_stats(
+        &self,
+        ctx: Ctx<Admin>,
+        request: proto::StorageStatsRequest,
+    ) -> Result<proto::StorageStatsResponse, Status> {
+        Messenger::storage_stats(self, ctx, request).await
+    }
 }

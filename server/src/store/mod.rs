@@ -29,6 +29,7 @@
 //! returned; expired messages are never returned and are deleted when met by `fetch`, by
 //! `enqueue` on a full queue, and by [`Store::purge_expired`], which a periodic sweeper calls.
 
+mod admin;
 mod blobs;
 mod channels;
 mod codec;
@@ -48,6 +49,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use self::admin::{AccountPage, AccountSummary, AdminStore, StorageStats};
 pub use self::blobs::{
     BLOB_PIECE_BYTES, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, NewUpload,
     PurgedUploads, UploadId, UploadState, piece_count,
@@ -398,6 +400,7 @@ pub trait Store:
     + moderation::ModerationStore
     + kt::KtStore
     + federation::FederationStore
+    + admin::AdminStore
 {
     /// Registers an account. Fails with [`StoreError::UsernameTaken`] or
     /// [`StoreError::IdentityTaken`] when either is bound already.

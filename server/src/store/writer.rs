@@ -57,6 +57,8 @@ pub(super) struct Health {
     inject_failure: AtomicBool,
     /// Total time spent in syncs, microseconds.
     sync_micros: AtomicU64,
+    /// Duration of the latest sync, microseconds.
+    last_sync_micros: AtomicU64,
     /// Sync durations by [`SYNC_BUCKETS_US`] upper bound (last: larger).
     sync_buckets: [AtomicU64; SYNC_BUCKETS_US.len() + 1],
 }
@@ -73,6 +75,8 @@ pub struct SyncStats {
     pub count: u64,
     /// Time spent in them, microseconds.
     pub total_micros: u64,
+    /// Duration of the latest one, microseconds (0 before the first).
+    pub last_micros: u64,
     /// Count per bucket of [`SYNC_BUCKETS_US`] (not cumulative); the last counts larger ones.
     pub buckets: Vec<u64>,
 }
@@ -109,6 +113,7 @@ impl Health {
         SyncStats {
             count: self.syncs.load(Ordering::Relaxed),
             total_micros: self.sync_micros.load(Ordering::Relaxed),
+            last_micros: self.last_sync_micros.load(Ordering::Relaxed),
             buckets: self
                 .sync_buckets
                 .iter()
@@ -136,6 +141,7 @@ impl Health {
         };
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.last_sync_micros.store(micros, Ordering::Relaxed);
         let bucket = SYNC_BUCKETS_US
             .iter()
             .position(|bound| micros <= *bound)

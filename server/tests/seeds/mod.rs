@@ -358,6 +358,13 @@ pub(crate) fn seed(method: &MethodDescriptor, cx: &SeedCtx) -> Vec<u8> {
         }
         .encode_to_vec(),
         "DeleteAccount" => proto::DeleteAccountRequest { session_token: t }.encode_to_vec(),
+        "ListUsers" => proto::ListUsersRequest {
+            session_token: t,
+            limit: 10,
+            after: cx.username.clone(),
+        }
+        .encode_to_vec(),
+        "StorageStats" => proto::StorageStatsRequest { session_token: t }.encode_to_vec(),
         _ => generic(method, cx),
     }
 }

@@ -223,6 +223,20 @@ fn piece_value(data: &[u8]) -> Vec<u8> {
 }
 
 impl Engine {
+    /// Committed blobs and their total size: one pass over the `blobs` records (their
+    /// piece hashes are skipped, the pieces not read).
+    pub(super) fn blob_totals(&self) -> Result<(u64, u64), StoreError> {
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for guard in self.ks("blobs")?.iter() {
+            let value = guard.value().map_err(engine_err)?;
+            let mut r = Reader::new(&value, "blob")?;
+            let _storage: UploadId = r.array()?;
+            count += 1;
+            bytes = bytes.saturating_add(r.u64()?);
+        }
+        Ok((count, bytes))
+    }
+
     fn blob_ks(&self) -> Result<Ks<'_>, StoreError> {
         Ok(Ks {
             chunks: self.ks(CHUNKS)?,

@@ -140,6 +140,16 @@ fn identity_at_end(key: &[u8]) -> Result<IdentityKey, StoreError> {
 }
 
 impl Engine {
+    /// Channels: one pass over the keys of `channels`.
+    pub(super) fn channel_count(&self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for guard in self.ks(CHANNELS)?.iter() {
+            guard.key().map_err(engine_err)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     pub(super) fn channel_get(&self, id: &ChannelId) -> Result<Option<Channel>, StoreError> {
         match self.ks(CHANNELS)?.get(id.0).map_err(engine_err)? {
             Some(v) => decode_channel(*id, &v).map(Some),

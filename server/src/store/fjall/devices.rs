@@ -86,6 +86,18 @@ impl Engine {
         }
     }
 
+    /// Devices of `identity` that are not revoked (one prefix read).
+    pub(super) fn active_devices(&self, identity: &IdentityKey) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for guard in self.ks("devices")?.prefix(identity) {
+            let (key, value) = guard.into_inner().map_err(engine_err)?;
+            if decode(&key, &value)?.revoked_at_ms.is_none() {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     fn devices_of(&self, identity: &IdentityKey) -> Result<Vec<DeviceRecord>, StoreError> {
         let mut out = Vec::new();
         for guard in self.ks("devices")?.prefix(identity) {

@@ -165,6 +165,17 @@ fn decode_relay(value: &[u8]) -> Result<(u64, Seq), StoreError> {
 }
 
 impl Engine {
+    /// Messages and payload bytes in every peer's outbox: one counter record per peer.
+    pub(super) fn outbox_totals(&self) -> Result<(u64, u64), StoreError> {
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for guard in self.ks(OUTBOX_META)?.iter() {
+            let meta = decode_meta(&guard.value().map_err(engine_err)?)?;
+            messages = messages.saturating_add(meta.messages);
+            bytes = bytes.saturating_add(meta.bytes);
+        }
+        Ok((messages, bytes))
+    }
+
     fn outbox_meta(&self, peer: &str) -> Result<Meta, StoreError> {
         match self
             .ks(OUTBOX_META)?

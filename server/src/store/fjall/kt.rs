@@ -97,6 +97,11 @@ impl Nodes for View<'_> {
 }
 
 impl Engine {
+    /// Leaves in the log (one read).
+    pub(super) fn kt_size(&self) -> Result<u64, StoreError> {
+        self.kt_view().size()
+    }
+
     fn kt_view(&self) -> View<'_> {
         View {
             engine: self,

@@ -36,6 +36,7 @@
 //! on the caller's task: they touch the memtable or block cache and cost microseconds, less
 //! than a hop to another thread would. Scans (`peek`) run on tokio's blocking pool.
 
+mod admin;
 mod backup;
 mod blobs;
 mod channels;
@@ -51,7 +52,7 @@ mod recovery;
 pub use self::backup::BackupStats;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
@@ -162,6 +163,8 @@ struct Engine {
     queue_meta: Keyspace,
     message_expiry: Keyspace,
     db: Database,
+    /// The database directory (StorageStats measures it).
+    dir: PathBuf,
     limits: QueueLimits,
     clock: Clock,
 }
@@ -216,6 +219,7 @@ impl FjallStore {
             queue_meta: keyspace("queue_meta")?,
             message_expiry: keyspace("message_expiry")?,
             db: db.clone(),
+            dir: dir.to_path_buf(),
             limits: options.limits,
             clock: options.clock,
         });
@@ -242,20 +246,7 @@ impl FjallStore {
     /// Messages and payload bytes queued across all queues, and the number of non-empty
     /// queues (for metrics). Scans the per-queue counters: one small record per queue.
     pub async fn queue_totals(&self) -> Result<(u64, u64, u64), StoreError> {
-        self.blocking(|e| {
-            let (mut messages, mut bytes, mut queues) = (0u64, 0u64, 0u64);
-            for guard in e.queue_meta.iter() {
-                let (_, value) = guard.into_inner().map_err(engine_err)?;
-                let meta = codec::decode_queue_meta(&value)?;
-                if meta.messages > 0 {
-                    queues += 1;
-                }
-                messages = messages.saturating_add(meta.messages);
-                bytes = bytes.saturating_add(meta.bytes);
-            }
-            Ok((messages, bytes, queues))
-        })
-        .await
+        self.blocking(Engine::queue_totals).await
     }
 
     /// Journal sync count, time and latency histogram (for metrics).
@@ -369,6 +360,20 @@ impl Engine {
                 "identity index points at a missing or different account".into(),
             )),
         }
+    }
+
+    /// Messages, payload bytes and non-empty queues, from the per-queue counters.
+    fn queue_totals(&self) -> Result<(u64, u64, u64), StoreError> {
+        let (mut messages, mut bytes, mut queues) = (0u64, 0u64, 0u64);
+        for guard in self.queue_meta.iter() {
+            let meta = codec::decode_queue_meta(&guard.value().map_err(engine_err)?)?;
+            if meta.messages > 0 {
+                queues += 1;
+            }
+            messages = messages.saturating_add(meta.messages);
+            bytes = bytes.saturating_add(meta.bytes);
+        }
+        Ok((messages, bytes, queues))
     }
 
     fn queue_meta(&self, identity: &IdentityKey) -> Result<QueueMeta, StoreError> {
