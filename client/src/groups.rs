@@ -94,6 +94,58 @@ fn time_text(unix_ms: u64) -> String {
     }
 }
 
+/// How far ahead `unix_ms` is, for people: "in 59 min".
+fn until_text(unix_ms: u64) -> String {
+    let left = unix_ms.saturating_sub(now_ms()) / 1000;
+    match left {
+        0..60 => format!("in {left} s"),
+        60..3600 => format!("in {} min", left / 60),
+        3600..86_400 => format!("in {} h", left / 3600),
+        _ => format!("in {} days", left / 86_400),
+    }
+}
+
+/// A byte count for people: "1.5 KiB".
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Rows printed as columns, each as wide as its widest cell (the last one unpadded).
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
 // ------------------------------------------------------------------------------ keys
 
 /// The profile's hybrid key, generated on first use (or when `fresh`).
@@ -1038,6 +1090,169 @@ pub(crate) async fn admin(ctx: &Ctx, command: AdminCommand) -> anyhow::Result<()
                 println!("(no bans)");
             }
         }
+        AdminCommand::Users { after, limit } => {
+            let page = client
+                .list_users(proto::ListUsersRequest {
+                    session_token: token,
+                    limit,
+                    after: after.clone(),
+                })
+                .await
+                .map_err(rpc)?;
+            print_users(ctx, &page, &after, limit);
+        }
+        AdminCommand::Stats => {
+            let stats = client
+                .storage_stats(proto::StorageStatsRequest {
+                    session_token: token,
+                })
+                .await
+                .map_err(rpc)?;
+            print_stats(ctx, &stats);
+        }
     }
     Ok(())
+}
+
+fn print_users(ctx: &Ctx, page: &proto::ListUsersResponse, after: &str, limit: u32) {
+    if ctx.json {
+        for u in &page.users {
+            println!(
+                "{}",
+                json!({
+                    "username": u.username,
+                    "identity_key": to_hex(&u.identity_key),
+                    "created_at_unix_ms": u.created_at_unix_ms,
+                    "banned": u.banned,
+                    "banned_until_unix_ms": u.banned_until_unix_ms,
+                    "queued_messages": u.queued_messages,
+                    "queued_bytes": u.queued_bytes,
+                    "devices": u.devices,
+                    "online": u.online,
+                })
+            );
+        }
+        if !page.next_after.is_empty() {
+            println!("{}", json!({"next_after": page.next_after}));
+        }
+        return;
+    }
+    if page.users.is_empty() {
+        if after.is_empty() {
+            println!("(no users)");
+        } else {
+            println!("(no users after {after})");
+        }
+        return;
+    }
+    let mut rows = vec![
+        [
+            "USER",
+            "IDENTITY KEY",
+            "REGISTERED",
+            "QUEUED",
+            "DEVICES",
+            "STATE",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for u in &page.users {
+        let key = to_hex(&u.identity_key);
+        let state = match (u.banned, u.banned_until_unix_ms) {
+            (true, 0) => "banned permanently".to_owned(),
+            (true, until) => format!("banned, ends {}", until_text(until)),
+            (false, _) if u.online => "online".to_owned(),
+            (false, _) => "offline".to_owned(),
+        };
+        rows.push(vec![
+            u.username.clone(),
+            format!("{}…", key.get(..16).unwrap_or(&key)),
+            time_text(u.created_at_unix_ms),
+            format!("{} ({})", u.queued_messages, size_text(u.queued_bytes)),
+            u.devices.to_string(),
+            state,
+        ]);
+    }
+    print_table(&rows);
+    if !page.next_after.is_empty() {
+        let limit = if limit == 0 {
+            String::new()
+        } else {
+            format!(" --limit {limit}")
+        };
+        println!(
+            "(more users: qpq admin users --after {}{limit})",
+            page.next_after
+        );
+    }
+}
+
+fn print_stats(ctx: &Ctx, s: &proto::StorageStatsResponse) {
+    let ms = |micros: u64| format!("{:.2} ms", micros as f64 / 1000.0);
+    ctx.print(
+        json!({
+            "accounts": s.accounts,
+            "live_sessions": s.live_sessions,
+            "online_users": s.online_users,
+            "queued_messages": s.queued_messages,
+            "queued_bytes": s.queued_bytes,
+            "nonempty_queues": s.nonempty_queues,
+            "blobs": s.blobs,
+            "blob_bytes": s.blob_bytes,
+            "channels": s.channels,
+            "kt_log_size": s.kt_log_size,
+            "federation_outbox_messages": s.federation_outbox_messages,
+            "federation_outbox_bytes": s.federation_outbox_bytes,
+            "disk_bytes": s.disk_bytes,
+            "journal_syncs": s.journal_syncs,
+            "mean_sync_micros": s.mean_sync_micros,
+            "last_sync_micros": s.last_sync_micros,
+        }),
+        || {
+            let rows: [(&str, String); 10] = [
+                ("accounts", s.accounts.to_string()),
+                ("live sessions", s.live_sessions.to_string()),
+                ("online users", s.online_users.to_string()),
+                (
+                    "queued messages",
+                    format!(
+                        "{} ({}) in {} queue(s)",
+                        s.queued_messages,
+                        size_text(s.queued_bytes),
+                        s.nonempty_queues
+                    ),
+                ),
+                (
+                    "blobs",
+                    format!("{} ({})", s.blobs, size_text(s.blob_bytes)),
+                ),
+                ("channels", s.channels.to_string()),
+                ("kt log size", format!("{} leaves", s.kt_log_size)),
+                (
+                    "federation outbox",
+                    format!(
+                        "{} message(s) ({})",
+                        s.federation_outbox_messages,
+                        size_text(s.federation_outbox_bytes)
+                    ),
+                ),
+                ("disk use", size_text(s.disk_bytes)),
+                (
+                    "journal syncs",
+                    format!(
+                        "{} (mean {}, latest {})",
+                        s.journal_syncs,
+                        ms(s.mean_sync_micros),
+                        ms(s.last_sync_micros)
+                    ),
+                ),
+            ];
+            let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            rows.iter()
+                .map(|(k, v)| format!("{k:<width$}  {v}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
 }

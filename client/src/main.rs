@@ -439,6 +439,24 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         channel: Option<String>,
     },
+    /// List accounts in username order, one page at a time: identity key, age, queued
+    /// messages, devices, and whether online or banned. When more follow, the last line says
+    /// how to get the next page (with --json: an object holding only `next_after`).
+    ///
+    /// Example: qpq admin users --limit 50 --after bob
+    Users {
+        /// Start after this username (exclusive; the previous page's last).
+        #[arg(long, default_value = "")]
+        after: String,
+        /// Most accounts to show (0: the server's default page of 100; at most 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Show what the server stores: accounts, live sessions, queued messages, blobs,
+    /// channels, transparency log size, federation outbox, disk use and journal sync times.
+    ///
+    /// Example: qpq admin stats
+    Stats,
 }
 
 #[tokio::main]

@@ -786,3 +786,83 @@ fn admin_commands_on_a_server_with_an_admin() {
     assert!(stderr.contains("not a member"), "{stderr}");
     carol.ok(&["fetch"]);
 }
+
+#[test]
+fn admin_users_and_stats_show_accounts_queues_and_storage() {
+    let server = start_server_with(&["--admin", "alice"]);
+    let alice = Person::new(&server);
+    let bob = Person::new(&server);
+    let carol = Person::new(&server);
+    for (person, name) in [(&carol, "carol"), (&alice, "alice"), (&bob, "bob")] {
+        person.ok(&["register", name]);
+    }
+    bob.ok(&["send", "carol", "see you at noon"]);
+    let content = noise(5_000, 7);
+    let file = bob.path("notes.bin");
+    std::fs::write(&file, &content).unwrap();
+    bob.ok(&["blob", "put", file.to_str().unwrap()]);
+
+    // Every account once, in username order, with what an operator needs to know.
+    let users = json_lines(&alice.ok(&["--json", "admin", "users"]));
+    let names: Vec<&str> = users
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    for user in &users {
+        assert_eq!(user["identity_key"].as_str().unwrap().len(), 64, "{user}");
+        assert!(user["created_at_unix_ms"].as_u64().unwrap() > 0, "{user}");
+        assert_eq!(user["banned"], false, "{user}");
+        assert_eq!(user["devices"], 0, "{user}");
+        assert!(user["online"].is_boolean(), "{user}");
+    }
+    assert_eq!(users[2]["queued_messages"], 1);
+    assert_eq!(users[2]["queued_bytes"], "see you at noon".len());
+    assert_eq!(users[0]["queued_messages"], 0);
+
+    // Pages: the last line of a page that has more is the cursor for the next one.
+    let page = json_lines(&alice.ok(&["--json", "admin", "users", "--limit", "2"]));
+    assert_eq!(page.len(), 3, "{page:?}");
+    assert_eq!(page[2], serde_json::json!({"next_after": "bob"}));
+    let rest =
+        json_lines(&alice.ok(&["--json", "admin", "users", "--limit", "2", "--after", "bob"]));
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["username"], "carol");
+    let text = alice.ok(&["admin", "users", "--limit", "2"]);
+    assert!(text.starts_with("USER "), "{text}");
+    assert!(
+        text.contains("(more users: qpq admin users --after bob --limit 2)"),
+        "{text}"
+    );
+    assert!(
+        alice
+            .ok(&["admin", "users", "--after", "carol"])
+            .contains("(no users after carol)")
+    );
+
+    let stats = alice.json(&["admin", "stats"]);
+    assert_eq!(stats["accounts"], 3);
+    assert_eq!(stats["live_sessions"], 3);
+    assert_eq!(stats["queued_messages"], 1);
+    assert_eq!(stats["queued_bytes"], "see you at noon".len());
+    assert_eq!(stats["nonempty_queues"], 1);
+    assert_eq!(stats["blobs"], 1);
+    assert_eq!(stats["blob_bytes"], content.len());
+    assert_eq!(stats["channels"], 0);
+    assert_eq!(stats["kt_log_size"], 3);
+    assert_eq!(stats["federation_outbox_messages"], 0);
+    assert!(stats["disk_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["journal_syncs"].as_u64().unwrap() > 0, "{stats}");
+    for key in ["online_users", "mean_sync_micros", "last_sync_micros"] {
+        assert!(stats[key].is_u64(), "{key}: {stats}");
+    }
+    let text = alice.ok(&["admin", "stats"]);
+    assert!(text.contains("accounts           3"), "{text}");
+    assert!(text.contains("disk use"), "{text}");
+
+    // Not for everyone.
+    for command in [&["admin", "users"][..], &["admin", "stats"]] {
+        let stderr = bob.fails(command);
+        assert!(stderr.contains("administrators"), "{stderr}");
+    }
+}
