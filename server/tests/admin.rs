@@ -1,6 +1,7 @@
 //! The operator's views (ListUsers 951, StorageStats 952) over real QUIC: accounts paged in
 //! username order with their bans, queues and devices; counts that follow accounts,
-//! messages, blobs, channels and sessions; and neither for anyone but a server admin.
+//! messages, blobs, channels, sessions and the federation outbox; and neither for anyone but
+//! a server admin.
 
 mod common;
 
@@ -336,4 +337,45 @@ async fn expired_sessions_are_not_live() {
         .await
         .unwrap();
     assert_eq!((s.accounts, s.live_sessions), (3, 1));
+}
+
+#[tokio::test]
+async fn messages_waiting_for_a_federation_peer_are_counted() {
+    // A peer that is configured but never answers: what is sent to it stays in the outbox.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    drop(silent);
+    let server = TestServer::start_with(|c| {
+        c.admins = vec!["root".into()];
+        c.domain = Some("a.example".into());
+        c.peers = vec![qpq_server::PeerConfig {
+            domain: "b.example".into(),
+            address,
+            cert_sha256: [7; 32],
+        }];
+    })
+    .await;
+    let root = server.user("root").await;
+    for payload in [&b"to bob"[..], b"to bob again"] {
+        let sent = root
+            .client
+            .enqueue(proto::EnqueueRequest {
+                session_token: root.token(),
+                recipient: Some(proto::UserRef {
+                    target: Some(proto::user_ref::Target::Username("bob@b.example".into())),
+                }),
+                payload: Bytes::copy_from_slice(payload),
+                ttl_secs: 0,
+                channel_id: Bytes::new(),
+            })
+            .await
+            .unwrap();
+        assert!(sent.relayed);
+    }
+    let s = stats(&root).await;
+    assert_eq!(
+        (s.federation_outbox_messages, s.federation_outbox_bytes),
+        (2, 6 + 12)
+    );
+    assert_eq!((s.queued_messages, s.queued_bytes), (0, 0), "nothing local");
 }
