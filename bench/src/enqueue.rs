@@ -94,6 +94,7 @@ async fn measure(setup: &Setup, in_flight: usize, duration: Duration) -> anyhow:
         ops: latencies.len() as u64,
         elapsed: started.elapsed(),
         latencies,
+        server_cpu: None,
     })
 }
 

@@ -11,13 +11,19 @@ use bytes::Bytes;
 use qpq_runtime::{ClientOptions, ServerOptions, TlsIdentity};
 
 use crate::services::{self, GrpcTls, grpc, qpqgen};
-use crate::stats::{Sample, fmt_latency, table};
+use crate::stats::{Sample, fmt_latency, table, thread_cpu};
 
 const BODY: usize = 64;
 const IN_FLIGHT: [usize; 3] = [1, 16, 256];
 
-/// Runs `in_flight` loops of `call` for `duration` on the current (client) runtime.
-pub(crate) async fn measure<C, F>(in_flight: usize, duration: Duration, call: C) -> Sample
+/// Runs `in_flight` loops of `call` for `duration` on the current (client) runtime, and
+/// counts the CPU time of the thread named `server` meanwhile.
+pub(crate) async fn measure<C, F>(
+    server: &str,
+    in_flight: usize,
+    duration: Duration,
+    call: C,
+) -> Sample
 where
     C: Fn() -> F + Clone + 'static,
     F: Future<Output = ()> + 'static,
@@ -27,6 +33,7 @@ where
         call().await;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = thread_cpu(server);
     let started = Instant::now();
     let local = tokio::task::LocalSet::new();
     let mut tasks = Vec::new();
@@ -53,10 +60,13 @@ where
             }
         })
         .await;
+    let elapsed = started.elapsed();
+    let server_cpu = cpu_before.and_then(|before| Some(thread_cpu(server)?.saturating_sub(before)));
     Sample {
         ops: latencies.len() as u64,
-        elapsed: started.elapsed(),
+        elapsed,
         latencies,
+        server_cpu,
     }
 }
 
@@ -64,26 +74,36 @@ where
 pub(crate) fn on_client_thread<T: Send + 'static>(
     body: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
 ) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("client runtime")
-            .block_on(body())
-    })
-    .join()
-    .expect("client thread")
+    std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("client runtime")
+                .block_on(body())
+        })
+        .expect("client thread")
+        .join()
+        .expect("client thread")
 }
 
-fn row(name: &str, in_flight: usize, s: &mut Sample, base: f64, base_p50: Duration) -> Vec<String> {
+fn row(name: &str, in_flight: usize, s: &mut Sample, base: &mut Sample) -> Vec<String> {
     let p50 = s.percentile(0.5);
+    let base_p50 = base.percentile(0.5);
+    let cpu = |s: &Sample| s.server_cpu_per_op().map(|d| d.as_secs_f64() * 1e6);
     vec![
         name.to_owned(),
         in_flight.to_string(),
         format!("{:.0}", s.per_second()),
         format!("{} / {}", fmt_latency(p50), fmt_latency(s.percentile(0.99))),
-        format!("{:.2}x", s.per_second() / base),
+        format!("{:.2}x", s.per_second() / base.per_second()),
         format!("{:.2}x", p50.as_secs_f64() / base_p50.as_secs_f64()),
+        cpu(s).map_or("-".into(), |us| format!("{us:.1} µs")),
+        match (cpu(s), cpu(base)) {
+            (Some(us), Some(base_us)) if base_us > 0.0 => format!("{:.2}x", us / base_us),
+            _ => "-".into(),
+        },
     ]
 }
 
@@ -116,7 +136,7 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
                 // Raw quinn: the floor.
                 let raw = services::raw_quinn_client(raw_addr, &identity).await;
                 let raw_body = body.clone();
-                let raw_sample = measure(in_flight, duration, move || {
+                let raw_sample = measure("srv-raw", in_flight, duration, move || {
                     let (raw, body) = (raw.clone(), raw_body.clone());
                     async move {
                         let echoed = services::raw_quinn_call(&raw, &body).await;
@@ -130,7 +150,7 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
                     .expect("qpq connects");
                 let client = qpqgen::BenchClient::new(connection);
                 let qpq_body = body.clone();
-                let qpq_sample = measure(in_flight, duration, move || {
+                let qpq_sample = measure("srv-qpq", in_flight, duration, move || {
                     let (client, body) = (client.clone(), qpq_body.clone());
                     async move {
                         let echoed = client
@@ -143,11 +163,14 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
                 .await;
                 // tonic without and with TLS.
                 let mut grpc_samples = Vec::new();
-                for (addr, tls) in [(tonic_plain, None), (tonic_tls, Some(&grpc_ca))] {
+                for (addr, tls, server) in [
+                    (tonic_plain, None, "srv-tonic"),
+                    (tonic_tls, Some(&grpc_ca), "srv-tonic-tls"),
+                ] {
                     let client = services::tonic_client(addr, tls).await;
                     let grpc_body = body.clone();
                     grpc_samples.push(
-                        measure(in_flight, duration, move || {
+                        measure(server, in_flight, duration, move || {
                             let (mut client, body) = (client.clone(), grpc_body.clone());
                             async move {
                                 let echoed = client
@@ -169,7 +192,7 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
                     encoded.extend_from_slice(&body);
                     let raw_to_qpq = services::raw_quinn_client(qpq_addr, &identity).await;
                     let enc = Bytes::from(encoded);
-                    let mut s1 = measure(in_flight, duration, move || {
+                    let mut s1 = measure("srv-qpq", in_flight, duration, move || {
                         let (c, b) = (raw_to_qpq.clone(), enc.clone());
                         async move {
                             services::raw_quinn_call(&c, &b).await;
@@ -183,7 +206,7 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
                     .await
                     .unwrap();
                     let b2 = body.clone();
-                    let mut s2 = measure(in_flight, duration, move || {
+                    let mut s2 = measure("srv-raw", in_flight, duration, move || {
                         let (c, b) = (qpq_to_raw.clone(), b2.clone());
                         async move {
                             c.call(1, &b, Duration::from_secs(5)).await.unwrap();
@@ -204,12 +227,22 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
         let (mut raw, mut qpq, mut plain, mut tls) = samples;
         let base = raw.per_second();
         let base_p50 = raw.percentile(0.5);
-        rows.push(row("raw quinn", in_flight, &mut raw, base, base_p50));
-        rows.push(row("quicproquo", in_flight, &mut qpq, base, base_p50));
-        rows.push(row("tonic (h2c)", in_flight, &mut plain, base, base_p50));
-        rows.push(row("tonic (TLS)", in_flight, &mut tls, base, base_p50));
+        let mut base_sample = raw.clone();
+        rows.push(row("raw quinn", in_flight, &mut raw, &mut base_sample));
+        rows.push(row("quicproquo", in_flight, &mut qpq, &mut base_sample));
+        rows.push(row("tonic (h2c)", in_flight, &mut plain, &mut base_sample));
+        rows.push(row("tonic (TLS)", in_flight, &mut tls, &mut base_sample));
+        let cpu_ratio = match (qpq.server_cpu_per_op(), raw.server_cpu_per_op()) {
+            (Some(q), Some(r)) if !r.is_zero() => {
+                format!(
+                    "; server CPU per call {:.2}x raw quinn",
+                    q.as_secs_f64() / r.as_secs_f64()
+                )
+            }
+            _ => String::new(),
+        };
         summary.push(format!(
-            "- {in_flight} in flight: quicproquo {:.2}x raw quinn, {:.1}x tonic (TLS), {:.1}x tonic (h2c); p50 {:.2}x raw quinn",
+            "- {in_flight} in flight: quicproquo {:.2}x raw quinn, {:.1}x tonic (TLS), {:.1}x tonic (h2c); p50 {:.2}x raw quinn{cpu_ratio}",
             qpq.per_second() / base,
             qpq.per_second() / tls.per_second(),
             qpq.per_second() / plain.per_second(),
@@ -224,6 +257,8 @@ pub(crate) fn run(duration: Duration) -> anyhow::Result<()> {
             "p50 / p99",
             "calls/s vs raw quinn",
             "p50 vs raw quinn",
+            "server CPU/call",
+            "CPU vs raw quinn",
         ],
         &rows,
     );

@@ -22,21 +22,24 @@ pub(crate) mod grpc {
     tonic::include_proto!("bench.v1");
 }
 
-/// Runs `serve` on a new thread with its own current-thread runtime; returns what it reports
-/// once bound (its address).
-pub(crate) fn spawn_server<F, Fut>(serve: F) -> SocketAddr
+/// Runs `serve` on a new thread named `name` (so a profile can be split by side) with its own
+/// current-thread runtime; returns what it reports once bound (its address).
+pub(crate) fn spawn_server<F, Fut>(name: &str, serve: F) -> SocketAddr
 where
     F: FnOnce(mpsc::Sender<SocketAddr>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        runtime.block_on(serve(tx));
-    });
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(serve(tx));
+        })
+        .expect("server thread");
     rx.recv().expect("server reports its address")
 }
 
@@ -78,7 +81,7 @@ impl qpqgen::BenchService for BenchImpl {
 
 /// Starts the quicproquo bench server; returns its address.
 pub(crate) fn start_qpq(identity: TlsIdentity, options: ServerOptions) -> SocketAddr {
-    spawn_server(move |tx| async move {
+    spawn_server("srv-qpq", move |tx| async move {
         let dispatch =
             qpqgen::BenchServer::new(Arc::new(BenchImpl), Arc::new(NoAuth)).into_dispatch();
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), &identity, dispatch, options)
@@ -91,7 +94,7 @@ pub(crate) fn start_qpq(identity: TlsIdentity, options: ServerOptions) -> Socket
 /// Starts a raw quinn echo server: one stream per call, the qpq request frame in, a response
 /// frame with the same body out; no framework, no dispatch, no protobuf.
 pub(crate) fn start_raw_quinn(identity: TlsIdentity) -> SocketAddr {
-    spawn_server(move |tx| async move {
+    spawn_server("srv-raw", move |tx| async move {
         let crypto = qpq_runtime::tls::server_crypto(&identity).unwrap();
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).unwrap();
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -237,23 +240,30 @@ const GRPC_MAX: usize = 32 << 20;
 /// Starts the tonic server, with TLS when `tls` is given.
 pub(crate) fn start_tonic(tls: Option<&GrpcTls>) -> SocketAddr {
     let identity = tls.map(|t| tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
-    spawn_server(move |tx| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        tx.send(listener.local_addr().unwrap()).unwrap();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(identity) = identity {
-            builder = builder
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+    spawn_server(
+        if tls.is_some() {
+            "srv-tonic-tls"
+        } else {
+            "srv-tonic"
+        },
+        move |tx| async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(identity) = identity {
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .unwrap();
+            }
+            let service = grpc::bench_grpc_server::BenchGrpcServer::new(GrpcImpl)
+                .max_decoding_message_size(GRPC_MAX)
+                .max_encoding_message_size(GRPC_MAX);
+            builder
+                .serve_with_incoming(service, tokio_stream_listener(listener))
+                .await
                 .unwrap();
-        }
-        let service = grpc::bench_grpc_server::BenchGrpcServer::new(GrpcImpl)
-            .max_decoding_message_size(GRPC_MAX)
-            .max_encoding_message_size(GRPC_MAX);
-        builder
-            .serve_with_incoming(service, tokio_stream_listener(listener))
-            .await
-            .unwrap();
-    })
+        },
+    )
 }
 
 /// Accepted connections with Nagle's algorithm off, as tonic's own listener would set.
