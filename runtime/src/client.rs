@@ -3,6 +3,7 @@
 //! stream, which cancels the handler on the server.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -323,11 +324,14 @@ impl Connection {
             len,
         };
         let mut frame = [Bytes::copy_from_slice(&header.to_bytes()), body];
-        let (mut send, mut recv) =
-            match tokio::time::timeout_at(deadline, self.inner.quic.open_bi()).await {
-                Ok(streams) => streams.map_err(transport)?,
-                Err(_) => return Err(RpcError::Timeout(timeout)),
-            };
+        // One timer for the whole call, registered only when something has to wait: opening
+        // a stream usually does not (it is polled first), the response always does.
+        let mut expired = pin!(tokio::time::sleep_until(deadline));
+        let (mut send, mut recv) = tokio::select! {
+            biased;
+            streams = self.inner.quic.open_bi() => streams.map_err(transport)?,
+            () = &mut expired => return Err(RpcError::Timeout(timeout)),
+        };
         let exchange = async {
             send.write_all_chunks(&mut frame).await.map_err(transport)?;
             let _ = send.finish();
@@ -350,11 +354,16 @@ impl Connection {
             let body = read_body(&mut recv, header.len as usize).await?;
             Ok((header.status, body))
         };
-        match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(Ok((StatusCode::Ok, body))) => Ok(body),
-            Ok(Ok((code, body))) => Err(RpcError::Status(Status::decode_body(code, &body))),
-            Ok(Err(error)) => Err(error),
-            Err(_) => {
+        let outcome = tokio::select! {
+            biased;
+            outcome = exchange => Some(outcome),
+            () = &mut expired => None,
+        };
+        match outcome {
+            Some(Ok((StatusCode::Ok, body))) => Ok(body),
+            Some(Ok((code, body))) => Err(RpcError::Status(Status::decode_body(code, &body))),
+            Some(Err(error)) => Err(error),
+            None => {
                 let _ = recv.stop(VarInt::from_u32(crate::STREAM_CANCELLED));
                 let _ = send.reset(VarInt::from_u32(crate::STREAM_CANCELLED));
                 Err(RpcError::Timeout(timeout))
