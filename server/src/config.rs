@@ -87,6 +87,21 @@ pub struct Config {
     #[arg(long = "rate-limit", env = "QPQ_RATE_LIMITS", value_delimiter = ',')]
     pub rate_limit: Vec<crate::ratelimit::RateLimitSetting>,
 
+    /// Connections served at once; new ones beyond it are refused.
+    #[arg(long, env = "QPQ_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Calls one connection may have in flight at once (its QUIC stream limit).
+    #[arg(long, env = "QPQ_MAX_CALLS_PER_CONNECTION", default_value_t = 512)]
+    pub max_calls_per_connection: u32,
+
+    /// New clients a second that may handshake without first proving their address; beyond
+    /// it (and up to ten seconds' worth in debt) every new client gets a stateless retry, so
+    /// a flood of handshakes buys no TLS work. Raise it where many clients share one address
+    /// (a large NAT) and reconnect at once.
+    #[arg(long, env = "QPQ_NEW_CLIENTS_PER_SEC", default_value_t = 32)]
+    pub new_clients_per_sec: u32,
+
     /// Sync the journal after every write instead of batching concurrent writers into one
     /// sync (group commit). Same durability, far lower throughput; for benchmarks.
     #[arg(long, env = "QPQ_SYNC_EACH_WRITE")]

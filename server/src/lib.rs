@@ -215,6 +215,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let mut options = ServerOptions::default();
     options.observer = Some(metrics.clone());
+    options.max_connections = config.max_connections;
+    options.max_concurrent_streams = config.max_calls_per_connection;
+    options.unvalidated_handshakes_per_sec = config.new_clients_per_sec;
     let server = Server::bind(config.listen, &identity, dispatch, options)
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = server.local_addr()?;

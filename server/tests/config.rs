@@ -122,3 +122,17 @@ fn every_setting_is_documented() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_connection_limit_from_the_configuration_reaches_the_server() {
+    let server = common::TestServer::start_with(|config| config.max_connections = 1).await;
+    let first = server.client().await;
+    first.health(HealthRequest {}).await.unwrap();
+    // `--max-connections 1`: a second connection is refused while the first is open…
+    let cert = server.server.as_ref().unwrap().identity.cert.clone();
+    let options = qpq_runtime::ClientOptions::pinned(cert);
+    let second = qpq_runtime::connect(server.addr(), &options).await;
+    assert!(second.is_err(), "a second connection was accepted");
+    // …and the first one is still served.
+    first.health(HealthRequest {}).await.unwrap();
+}
