@@ -45,7 +45,7 @@ where
 
 struct BenchImpl;
 
-impl qpqgen::BenchService for BenchImpl {
+impl qpqgen::CallsService for BenchImpl {
     async fn echo(
         &self,
         _ctx: Ctx<Anonymous>,

@@ -1,13 +1,32 @@
-//! Emits the Rust API of a service: `MethodId`, the descriptor tables, the service trait, the
-//! dispatch, the typed client, the `Event` enum and the typed push sender.
+//! Emits the Rust API of a service, one function per generated item: `MethodId`, the
+//! descriptor tables, a trait per method group and the service trait composing them, the
+//! server (dispatch), the typed client, the `Event` enum, the event stream and the typed
+//! push sender.
 //!
 //! Generated code names only `::qpq_runtime::codegen::*`, `::prost` and `::std`, and refers
-//! to messages as `proto::Name`, the module the generated file itself declares.
+//! to messages as `proto::Name`, the module the generated file itself declares. It calls the
+//! runtime rather than inlining it: a dispatch arm is one call of `codegen::unary`.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::schema::{Auth, Event, Method, Service};
+
+/// The service API as tokens (everything except the `proto` module).
+pub(crate) fn service_tokens(service: &Service) -> TokenStream {
+    let items = [
+        method_id(service),
+        descriptor_tables(service),
+        group_traits(service),
+        service_trait(service),
+        server(service),
+        client(service),
+        event_enum(service),
+        event_stream(service),
+        push_trait(service),
+    ];
+    quote!(#(#items)*)
+}
 
 fn ident(name: &str) -> syn::Ident {
     format_ident!("{}", name)
@@ -17,8 +36,27 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
-/// Doc lines for a method: its description, then its wire facts.
-fn method_docs(m: &Method) -> Vec<String> {
+fn names(service: &Service) -> Names {
+    Names {
+        service: format_ident!("{}Service", service.name),
+        server: format_ident!("{}Server", service.name),
+        client: format_ident!("{}Client", service.name),
+        events: format_ident!("{}Events", service.name),
+        push: format_ident!("{}Push", service.name),
+    }
+}
+
+/// The names of the generated types that depend on the service name.
+struct Names {
+    service: syn::Ident,
+    server: syn::Ident,
+    client: syn::Ident,
+    events: syn::Ident,
+    push: syn::Ident,
+}
+
+/// Doc attributes for a method: its description, then its wire facts.
+fn method_docs(m: &Method) -> TokenStream {
     let mut lines: Vec<String> = m.doc.lines().map(|l| format!(" {l}")).collect();
     lines.push(String::new());
     lines.push(format!(
@@ -34,14 +72,14 @@ fn method_docs(m: &Method) -> Vec<String> {
             .map(|c| format!(" · rate class `{c}`"))
             .unwrap_or_default()
     ));
-    lines
+    quote!(#(#[doc = #lines])*)
 }
 
-fn event_docs(e: &Event) -> Vec<String> {
+fn event_docs(e: &Event) -> TokenStream {
     let mut lines: Vec<String> = e.doc.lines().map(|l| format!(" {l}")).collect();
     lines.push(String::new());
     lines.push(format!(" Event type `{}` · payload `{}`", e.id, e.message));
-    lines
+    quote!(#(#[doc = #lines])*)
 }
 
 fn auth_variant(auth: Auth) -> TokenStream {
@@ -62,57 +100,111 @@ fn principal_type(auth: Auth) -> TokenStream {
     }
 }
 
-/// The statements that authenticate a call and leave `ctx` in scope.
-fn authenticate(auth: Auth) -> TokenStream {
-    match auth {
-        Auth::None => quote! {
-            auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Anonymous)?;
-            let ctx = ::qpq_runtime::codegen::Ctx::new(call, ::qpq_runtime::codegen::Anonymous);
-        },
-        Auth::Session => quote! {
-            let session = auth.session(&call, &request.session_token).await?;
-            auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Session(&session))?;
-            let ctx = ::qpq_runtime::codegen::Ctx::new(call, session);
-        },
-        Auth::Admin => quote! {
-            let admin = auth.admin(&call, &request.session_token).await?;
-            auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Session(&admin.session))?;
-            let ctx = ::qpq_runtime::codegen::Ctx::new(call, admin);
-        },
-        Auth::Federation => quote! {
-            let peer = auth.federation_peer(&call).await?;
-            auth.rate_limit(&call, ::qpq_runtime::codegen::Principal::Peer(&peer))?;
-            let ctx = ::qpq_runtime::codegen::Ctx::new(call, peer);
-        },
+/// The groups that have methods, in the order of their first method ID, with their methods.
+fn groups(service: &Service) -> Vec<(&str, Vec<&Method>)> {
+    let mut groups: Vec<(&str, Vec<&Method>)> = Vec::new();
+    for m in &service.methods {
+        match groups.iter_mut().find(|(name, _)| *name == m.group) {
+            Some((_, methods)) => methods.push(m),
+            None => groups.push((&m.group, vec![m])),
+        }
+    }
+    groups
+}
+
+fn method_id(service: &Service) -> TokenStream {
+    let doc = format!(" Methods of the `{}` service, by wire ID.", service.name);
+    let count = Literal::usize_unsuffixed(service.methods.len());
+    let variants = service.methods.iter().map(|m| {
+        let docs = method_docs(m);
+        let variant = ident(&m.name);
+        let id = Literal::u16_unsuffixed(m.id);
+        quote!(#docs #variant = #id,)
+    });
+    let all = service.methods.iter().map(|m| ident(&m.name));
+    let names = service.methods.iter().map(|m| {
+        let variant = ident(&m.name);
+        let name = &m.name;
+        quote!(MethodId::#variant => #name,)
+    });
+    let descriptors = service.methods.iter().enumerate().map(|(index, m)| {
+        let variant = ident(&m.name);
+        let index = Literal::usize_unsuffixed(index);
+        quote!(MethodId::#variant => &METHODS[#index],)
+    });
+    let checks = service.methods.iter().map(|m| {
+        let variant = ident(&m.name);
+        let request = ident(&m.request);
+        quote!(MethodId::#variant => <proto::#request as ::prost::Message>::decode(body).map(drop),)
+    });
+    let from_ids = service.methods.iter().map(|m| {
+        let variant = ident(&m.name);
+        let id = Literal::u16_unsuffixed(m.id);
+        quote!(#id => ::std::result::Result::Ok(MethodId::#variant),)
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum MethodId {
+            #(#variants)*
+        }
+
+        impl MethodId {
+            /// Every method, in ID order.
+            pub const ALL: [MethodId; #count] = [#(MethodId::#all),*];
+
+            /// The wire ID.
+            pub const fn id(self) -> u16 {
+                self as u16
+            }
+
+            /// The method's name as written in the schema.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    #(#names)*
+                }
+            }
+
+            /// Everything the schema says about the method.
+            pub fn descriptor(self) -> &'static ::qpq_runtime::codegen::MethodDescriptor {
+                match self {
+                    #(#descriptors)*
+                }
+            }
+
+            /// Decodes `body` as this method's request message, as the dispatch would, and
+            /// drops it (for tools, tests and fuzzing).
+            pub fn check_request(self, body: &[u8]) -> ::std::result::Result<(), ::prost::DecodeError> {
+                match self {
+                    #(#checks)*
+                }
+            }
+        }
+
+        impl ::std::convert::TryFrom<u16> for MethodId {
+            type Error = u16;
+
+            /// Maps a wire ID to a method; an unknown ID is returned as the error.
+            fn try_from(id: u16) -> ::std::result::Result<Self, u16> {
+                match id {
+                    #(#from_ids)*
+                    other => ::std::result::Result::Err(other),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for MethodId {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{} ({})", self.name(), self.id())
+            }
+        }
     }
 }
 
-/// The service API as tokens (everything except the `proto` module).
-pub(crate) fn service_tokens(service: &Service) -> TokenStream {
-    let trait_name = format_ident!("{}Service", service.name);
-    let server_name = format_ident!("{}Server", service.name);
-    let client_name = format_ident!("{}Client", service.name);
-    let events_name = format_ident!("{}Events", service.name);
-    let push_name = format_ident!("{}Push", service.name);
-    let service_doc = format!(" Methods of the `{}` service, by wire ID.", service.name);
-
-    let methods = &service.methods;
-    let variants: Vec<_> = methods.iter().map(|m| ident(&m.name)).collect();
-    let ids: Vec<_> = methods
-        .iter()
-        .map(|m| Literal::u16_unsuffixed(m.id))
-        .collect();
-    let names: Vec<_> = methods.iter().map(|m| m.name.as_str()).collect();
-    let docs: Vec<Vec<String>> = methods.iter().map(method_docs).collect();
-    let indices: Vec<_> = (0..methods.len()).map(Literal::usize_unsuffixed).collect();
-    let snakes: Vec<_> = methods.iter().map(|m| ident(&m.snake_name())).collect();
-    let requests: Vec<_> = methods.iter().map(|m| ident(&m.request)).collect();
-    let responses: Vec<_> = methods.iter().map(|m| ident(&m.response)).collect();
-    let principals: Vec<_> = methods.iter().map(|m| principal_type(m.auth)).collect();
-    let auth_blocks: Vec<_> = methods.iter().map(|m| authenticate(m.auth)).collect();
-    let count = Literal::usize_unsuffixed(methods.len());
-
-    let descriptors = methods.iter().map(|m| {
+fn descriptor_tables(service: &Service) -> TokenStream {
+    let count = Literal::usize_unsuffixed(service.methods.len());
+    let descriptors = service.methods.iter().map(|m| {
         let id = Literal::u16_unsuffixed(m.id);
         let name = &m.name;
         let group = &m.group;
@@ -139,18 +231,8 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
             }
         }
     });
-
-    let events = &service.events;
-    let event_variants: Vec<_> = events.iter().map(|e| ident(&e.name)).collect();
-    let event_ids: Vec<_> = events
-        .iter()
-        .map(|e| Literal::u16_unsuffixed(e.id))
-        .collect();
-    let event_messages: Vec<_> = events.iter().map(|e| ident(&e.message)).collect();
-    let event_docs: Vec<Vec<String>> = events.iter().map(event_docs).collect();
-    let event_snakes: Vec<_> = events.iter().map(|e| ident(&e.snake_name())).collect();
-    let event_count = Literal::usize_unsuffixed(events.len());
-    let event_descriptors = events.iter().map(|e| {
+    let event_count = Literal::usize_unsuffixed(service.events.len());
+    let event_descriptors = service.events.iter().map(|e| {
         let id = Literal::u16_unsuffixed(e.id);
         let name = &e.name;
         let doc = &e.doc;
@@ -158,95 +240,117 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
             ::qpq_runtime::codegen::EventDescriptor { id: #id, name: #name, doc: #doc }
         }
     });
-
     quote! {
-        #[doc = #service_doc]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        #[repr(u16)]
-        pub enum MethodId {
-            #(
-                #(#[doc = #docs])*
-                #variants = #ids,
-            )*
-        }
-
-        impl MethodId {
-            /// Every method, in ID order.
-            pub const ALL: [MethodId; #count] = [#(MethodId::#variants),*];
-
-            /// The wire ID.
-            pub const fn id(self) -> u16 {
-                self as u16
-            }
-
-            /// The method's name as written in the schema.
-            pub const fn name(self) -> &'static str {
-                match self {
-                    #(MethodId::#variants => #names,)*
-                }
-            }
-
-            /// Everything the schema says about the method.
-            pub fn descriptor(self) -> &'static ::qpq_runtime::codegen::MethodDescriptor {
-                match self {
-                    #(MethodId::#variants => &METHODS[#indices],)*
-                }
-            }
-
-            /// Decodes `body` as this method's request message, as the dispatch would, and
-            /// drops it (for tools, tests and fuzzing).
-            pub fn check_request(self, body: &[u8]) -> ::std::result::Result<(), ::prost::DecodeError> {
-                match self {
-                    #(MethodId::#variants => <proto::#requests as ::prost::Message>::decode(body).map(drop),)*
-                }
-            }
-        }
-
-        impl ::std::convert::TryFrom<u16> for MethodId {
-            type Error = u16;
-
-            /// Maps a wire ID to a method; an unknown ID is returned as the error.
-            fn try_from(id: u16) -> ::std::result::Result<Self, u16> {
-                match id {
-                    #(#ids => ::std::result::Result::Ok(MethodId::#variants),)*
-                    other => ::std::result::Result::Err(other),
-                }
-            }
-        }
-
-        impl ::std::fmt::Display for MethodId {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                write!(f, "{} ({})", self.name(), self.id())
-            }
-        }
-
         /// The descriptor of every method, in ID order.
         pub static METHODS: [::qpq_runtime::codegen::MethodDescriptor; #count] = [#(#descriptors),*];
 
         /// The descriptor of every push event, in ID order.
         pub static EVENTS: [::qpq_runtime::codegen::EventDescriptor; #event_count] = [#(#event_descriptors),*];
+    }
+}
 
-        /// The server side of the service: one async method per RPC.
-        ///
-        /// The context's type follows the method's auth level (`Ctx<Anonymous>`,
-        /// `Ctx<Session>`, `Ctx<Admin>`, `Ctx<FederationPeer>`); the generated dispatch has
-        /// already authenticated the caller when a method runs. There are no default bodies:
-        /// a new method in the schema is a compile error until it is implemented.
-        pub trait #trait_name: ::std::marker::Send + ::std::marker::Sync + 'static {
-            #(
-                #(#[doc = #docs])*
-                fn #snakes(
+/// One trait per method group, holding that group's handlers.
+fn group_traits(service: &Service) -> TokenStream {
+    let service_trait = names(service).service;
+    let traits = groups(service).into_iter().map(|(group, methods)| {
+        let name = ident(&methods[0].group_trait());
+        let range = service
+            .groups
+            .get(group)
+            .map(|[low, high]| format!(" (IDs {low}-{high})"))
+            .unwrap_or_default();
+        let doc = format!(" The handlers of the `{group}` group{range}.");
+        let doc_more = format!(
+            " Part of [`{service_trait}`]: a type that implements every group's trait is a whole service."
+        );
+        let handlers = methods.iter().map(|m| {
+            let docs = method_docs(m);
+            let snake = ident(&m.snake_name());
+            let principal = principal_type(m.auth);
+            let request = ident(&m.request);
+            let response = ident(&m.response);
+            quote! {
+                #docs
+                fn #snake(
                     &self,
-                    ctx: ::qpq_runtime::codegen::Ctx<#principals>,
-                    request: proto::#requests,
+                    ctx: ::qpq_runtime::codegen::Ctx<#principal>,
+                    request: proto::#request,
                 ) -> impl ::std::future::Future<
-                    Output = ::std::result::Result<proto::#responses, ::qpq_runtime::codegen::Status>,
+                    Output = ::std::result::Result<proto::#response, ::qpq_runtime::codegen::Status>,
                 > + ::std::marker::Send;
-            )*
+            }
+        });
+        quote! {
+            #[doc = #doc]
+            #[doc = ""]
+            #[doc = #doc_more]
+            pub trait #name: ::std::marker::Send + ::std::marker::Sync + 'static {
+                #(#handlers)*
+            }
         }
+    });
+    quote!(#(#traits)*)
+}
 
-        /// Connects a service implementation and an authenticator to the runtime: decodes
-        /// each request, authenticates it, applies the rate-limit hook and runs the handler.
+/// The service trait: every group trait, implemented for any type that implements them all.
+fn service_trait(service: &Service) -> TokenStream {
+    let name = names(service).service;
+    let groups = groups(service);
+    let group_traits: Vec<_> = groups
+        .iter()
+        .map(|(_, methods)| ident(&methods[0].group_trait()))
+        .collect();
+    let list = group_traits
+        .iter()
+        .map(|t| format!("[`{t}`]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let doc = format!(" The whole service: {list}.");
+    quote! {
+        #[doc = #doc]
+        ///
+        /// Implement each group's trait (a group's handlers usually live in a file of their
+        /// own); this trait then holds for the type by itself. The context's type follows
+        /// the method's auth level (`Ctx<Anonymous>`, `Ctx<Session>`, `Ctx<Admin>`,
+        /// `Ctx<FederationPeer>`): the generated dispatch has already authenticated the
+        /// caller when a handler runs. There are no default bodies: a new method in the
+        /// schema is a compile error until its group's trait implements it.
+        pub trait #name: #(#group_traits)+* {}
+
+        impl<T> #name for T where T: #(#group_traits)+* {}
+    }
+}
+
+/// The server: wraps a service and an authenticator into the runtime's `Dispatch`.
+fn server(service: &Service) -> TokenStream {
+    let Names {
+        service: trait_name,
+        server: server_name,
+        ..
+    } = names(service);
+    let arms = service.methods.iter().map(|m| {
+        let variant = ident(&m.name);
+        let group_trait = ident(&m.group_trait());
+        let snake = ident(&m.snake_name());
+        let request = ident(&m.request);
+        let token = if m.auth.needs_token() {
+            quote!(|request: &proto::#request| &request.session_token[..])
+        } else {
+            quote!(::qpq_runtime::codegen::no_token::<proto::#request>)
+        };
+        quote! {
+            MethodId::#variant => ::std::boxed::Box::pin(async move {
+                ::qpq_runtime::codegen::unary(&*auth, call, body, #token, |ctx, request| {
+                    #group_trait::#snake(&*service, ctx, request)
+                })
+                .await
+            }),
+        }
+    });
+    quote! {
+        /// Connects a service implementation and an authenticator to the runtime: each call
+        /// runs `qpq_runtime::codegen::unary` (decode, authenticate, rate-limit hook, handler,
+        /// encode) with its method's types.
         pub struct #server_name<S, A> {
             service: ::std::sync::Arc<S>,
             auth: ::std::sync::Arc<A>,
@@ -296,21 +400,36 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
                 let service = ::std::sync::Arc::clone(&self.service);
                 let auth = ::std::sync::Arc::clone(&self.auth);
                 match method {
-                    #(
-                        MethodId::#variants => ::std::boxed::Box::pin(async move {
-                            let request = <proto::#requests as ::prost::Message>::decode(body)
-                                .map_err(|error| ::qpq_runtime::codegen::malformed_request(call.method(), &error))?;
-                            #auth_blocks
-                            let response = service.#snakes(ctx, request).await?;
-                            ::std::result::Result::Ok(::qpq_runtime::codegen::Bytes::from(
-                                ::prost::Message::encode_to_vec(&response),
-                            ))
-                        }),
-                    )*
+                    #(#arms)*
                 }
             }
         }
+    }
+}
 
+fn client(service: &Service) -> TokenStream {
+    let Names {
+        client: client_name,
+        events: events_name,
+        ..
+    } = names(service);
+    let methods = service.methods.iter().map(|m| {
+        let docs = method_docs(m);
+        let variant = ident(&m.name);
+        let snake = ident(&m.snake_name());
+        let request = ident(&m.request);
+        let response = ident(&m.response);
+        quote! {
+            #docs
+            pub async fn #snake(
+                &self,
+                request: proto::#request,
+            ) -> ::std::result::Result<proto::#response, ::qpq_runtime::codegen::RpcError> {
+                self.call(MethodId::#variant, &request).await
+            }
+        }
+    });
+    quote! {
         /// The typed client: one async method per RPC over a runtime connection.
         ///
         /// Each call uses the method's schema timeout plus a second of grace unless
@@ -351,44 +470,41 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
                 Req: ::prost::Message,
                 Resp: ::prost::Message + ::std::default::Default,
             {
-                let descriptor = method.descriptor();
-                let timeout = self
-                    .timeout
-                    .unwrap_or_else(|| ::qpq_runtime::codegen::client_timeout(descriptor));
-                let body = self
-                    .connection
-                    .call_bytes(
-                        descriptor.id,
-                        ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(request)),
-                        timeout,
-                    )
-                    .await?;
-                <Resp as ::prost::Message>::decode(body).map_err(|error| {
-                    ::qpq_runtime::codegen::RpcError::Decode {
-                        method: descriptor.name,
-                        message: error.to_string(),
-                    }
-                })
+                ::qpq_runtime::codegen::call_unary(&self.connection, method.descriptor(), self.timeout, request).await
             }
 
-            #(
-                #(#[doc = #docs])*
-                pub async fn #snakes(
-                    &self,
-                    request: proto::#requests,
-                ) -> ::std::result::Result<proto::#responses, ::qpq_runtime::codegen::RpcError> {
-                    self.call(MethodId::#variants, &request).await
-                }
-            )*
+            #(#methods)*
         }
+    }
+}
 
+fn event_enum(service: &Service) -> TokenStream {
+    let variants = service.events.iter().map(|e| {
+        let docs = event_docs(e);
+        let variant = ident(&e.name);
+        let message = ident(&e.message);
+        quote!(#docs #variant(proto::#message),)
+    });
+    let types = service.events.iter().map(|e| {
+        let variant = ident(&e.name);
+        let id = Literal::u16_unsuffixed(e.id);
+        quote!(Event::#variant(_) => #id,)
+    });
+    let decodes = service.events.iter().map(|e| {
+        let variant = ident(&e.name);
+        let id = Literal::u16_unsuffixed(e.id);
+        let message = ident(&e.message);
+        quote!(#id => Event::#variant(<proto::#message as ::prost::Message>::decode(payload)?),)
+    });
+    let encodes = service.events.iter().map(|e| {
+        let variant = ident(&e.name);
+        quote!(Event::#variant(event) => ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(event)),)
+    });
+    quote! {
         /// A push event from the server.
         #[derive(Clone, Debug, PartialEq)]
         pub enum Event {
-            #(
-                #(#[doc = #event_docs])*
-                #event_variants(proto::#event_messages),
-            )*
+            #(#variants)*
             /// An event type this build does not know (sent by a newer server).
             Unknown {
                 /// The wire event type.
@@ -404,7 +520,7 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
             /// The wire event type.
             pub fn event_type(&self) -> u16 {
                 match self {
-                    #(Event::#event_variants(_) => #event_ids,)*
+                    #(#types)*
                     Event::Unknown { event_type, .. } => *event_type,
                 }
             }
@@ -415,7 +531,7 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
                 payload: ::qpq_runtime::codegen::Bytes,
             ) -> ::std::result::Result<Self, ::prost::DecodeError> {
                 ::std::result::Result::Ok(match event_type {
-                    #(#event_ids => Event::#event_variants(<proto::#event_messages as ::prost::Message>::decode(payload)?),)*
+                    #(#decodes)*
                     _ => Event::Unknown { event_type, payload },
                 })
             }
@@ -423,12 +539,17 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
             /// Encodes the payload of this event.
             pub fn encode(&self) -> ::qpq_runtime::codegen::Bytes {
                 match self {
-                    #(Event::#event_variants(event) => ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(event)),)*
+                    #(#encodes)*
                     Event::Unknown { payload, .. } => payload.clone(),
                 }
             }
         }
+    }
+}
 
+fn event_stream(service: &Service) -> TokenStream {
+    let events_name = names(service).events;
+    quote! {
         /// The client's stream of push events.
         #[derive(Debug)]
         pub struct #events_name {
@@ -443,27 +564,44 @@ pub(crate) fn service_tokens(service: &Service) -> TokenStream {
                 ::std::option::Option::Some(Event::decode(frame.event_type, frame.body))
             }
         }
+    }
+}
 
+fn push_trait(service: &Service) -> TokenStream {
+    let push_name = names(service).push;
+    let senders = service.events.iter().map(|e| {
+        let docs = event_docs(e);
+        let snake = ident(&e.snake_name());
+        let message = ident(&e.message);
+        quote! {
+            #docs
+            fn #snake(&self, event: &proto::#message) -> ::std::result::Result<(), ::qpq_runtime::codegen::PushError>;
+        }
+    });
+    let impls = service.events.iter().map(|e| {
+        let snake = ident(&e.snake_name());
+        let message = ident(&e.message);
+        let id = Literal::u16_unsuffixed(e.id);
+        quote! {
+            fn #snake(&self, event: &proto::#message) -> ::std::result::Result<(), ::qpq_runtime::codegen::PushError> {
+                self.push(#id, ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(event)))
+            }
+        }
+    });
+    quote! {
         /// Typed pushes to one connection (implemented for the runtime's `PushSink`).
         ///
         /// Pushes are hints: when the connection's buffer is full the push is dropped and
         /// `PushError::Full` returned; the durable state stays the source of truth.
         pub trait #push_name {
-            #(
-                #(#[doc = #event_docs])*
-                fn #event_snakes(&self, event: &proto::#event_messages) -> ::std::result::Result<(), ::qpq_runtime::codegen::PushError>;
-            )*
+            #(#senders)*
 
             /// Pushes any event.
             fn push_event(&self, event: &Event) -> ::std::result::Result<(), ::qpq_runtime::codegen::PushError>;
         }
 
         impl #push_name for ::qpq_runtime::codegen::PushSink {
-            #(
-                fn #event_snakes(&self, event: &proto::#event_messages) -> ::std::result::Result<(), ::qpq_runtime::codegen::PushError> {
-                    self.push(#event_ids, ::qpq_runtime::codegen::Bytes::from(::prost::Message::encode_to_vec(event)))
-                }
-            )*
+            #(#impls)*
 
             fn push_event(&self, event: &Event) -> ::std::result::Result<(), ::qpq_runtime::codegen::PushError> {
                 self.push(event.event_type(), event.encode())

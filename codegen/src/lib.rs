@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use compat::{Break, Lock, check};
 pub use schema::{
     AcceptedBreak, Auth, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_MS, Event, Method, Service,
-    snake_case,
+    group_trait_name, snake_case,
 };
 
 /// The file name the build script writes into `OUT_DIR`.

@@ -155,6 +155,11 @@ impl Method {
     pub fn snake_name(&self) -> String {
         snake_case(&self.name)
     }
+
+    /// The trait of the method's group (see [`group_trait_name`]).
+    pub fn group_trait(&self) -> String {
+        group_trait_name(&self.group)
+    }
 }
 
 /// One validated push event.
@@ -219,6 +224,28 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
+fn is_snake(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The trait a group's methods are generated into: `delivery` → `DeliveryService`,
+/// `p2p` → `P2pService`, `key_transparency` → `KeyTransparencyService`.
+pub fn group_trait_name(group: &str) -> String {
+    let mut name = String::with_capacity(group.len() + 7);
+    for word in group.split('_').filter(|w| !w.is_empty()) {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.push(first.to_ascii_uppercase());
+            name.extend(chars);
+        }
+    }
+    name.push_str("Service");
+    name
+}
+
 fn is_upper_camel(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
         && name.chars().all(|c| c.is_ascii_alphanumeric())
@@ -270,6 +297,17 @@ pub(crate) fn validate(raw: RawSchema, fds: &FileDescriptorSet) -> Result<Servic
         ));
     }
     for (group, [low, high]) in &raw.groups {
+        if !is_snake(group) {
+            problems.push(format!(
+                "group `{group}` must be snake_case ASCII starting with a letter (e.g. `delivery`): it names the trait `{}`",
+                group_trait_name(group)
+            ));
+        } else if group_trait_name(group) == format!("{}Service", service.name) {
+            problems.push(format!(
+                "group `{group}` would generate the trait `{}`, the name of the whole service's trait; rename the group",
+                group_trait_name(group)
+            ));
+        }
         if low > high {
             problems.push(format!(
                 "group `{group}` has range [{low}, {high}], whose start is after its end"

@@ -134,18 +134,25 @@ message CountWordsReply {
 }
 "#;
 
-/// Adding a method to the toml and its messages to the proto makes it appear on the trait and
-/// the client, and the compatibility check accepts the addition.
+/// Adding a method to the toml and its messages to the proto makes it appear on its group's
+/// trait (which the service trait composes) and the client, and the compatibility check
+/// accepts the addition.
 #[test]
 fn added_method_appears_and_is_compatible() {
     let dir = scratch_fixture();
     let before = generate(dir.path()).unwrap();
-    assert!(!fns_of(&before.code, "DemoService").contains(&"count_words".to_owned()));
+    assert!(!fns_of(&before.code, "BasicService").contains(&"count_words".to_owned()));
 
     append(&dir.path().join("methods.toml"), NEW_METHOD);
     append(&dir.path().join("proto/demo.proto"), NEW_MESSAGES);
     let after = generate(dir.path()).unwrap();
-    assert!(fns_of(&after.code, "DemoService").contains(&"count_words".to_owned()));
+    assert!(fns_of(&after.code, "BasicService").contains(&"count_words".to_owned()));
+    assert!(
+        after
+            .code
+            .contains("pub trait DemoService: BasicService + SecureService {}"),
+        "the service trait composes the group traits"
+    );
     assert!(fns_of(&after.code, "DemoClient").contains(&"count_words".to_owned()));
     assert!(after.code.contains("CountWords = 5"));
     assert!(after.docs.contains("| 5 | `CountWords` |"));

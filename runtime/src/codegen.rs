@@ -7,10 +7,11 @@
 pub use bytes::Bytes;
 
 pub use crate::client::{Connection, RpcError};
+pub use crate::dispatch::{Caller, TokenField, call_unary, malformed_request, no_token, unary};
 pub use crate::push::{PushError, PushReceiver, PushSink};
 pub use crate::service::{
     Admin, Anonymous, AuthLevel, Authenticator, BoxFuture, CallInfo, Ctx, Dispatch,
-    EventDescriptor, FederationPeer, MethodDescriptor, Principal, Session, malformed_request,
+    EventDescriptor, FederationPeer, MethodDescriptor, Principal, Session,
 };
 pub use crate::wire::{PushFrame, Status, StatusCode};
 

@@ -12,6 +12,7 @@ pub mod tls;
 pub mod wire;
 
 mod client;
+mod dispatch;
 mod push;
 mod server;
 mod service;
@@ -20,6 +21,7 @@ mod service;
 pub use quinn;
 
 pub use client::{ClientOptions, ConnectError, Connection, Connector, RpcError, connect};
+pub use dispatch::{Caller, unary};
 pub use push::{PushError, PushReceiver, PushSink};
 pub use server::{Observer, Server, ServerError, ServerHandle, ServerOptions};
 pub use service::{

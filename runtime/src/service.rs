@@ -393,11 +393,3 @@ pub trait Dispatch: Send + Sync + 'static {
     /// The transport applies the deadline, catches panics and handles cancellation.
     fn call(&self, call: CallInfo, body: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
 }
-
-/// The status for a request body that does not decode as the method's request message.
-pub fn malformed_request(method: &MethodDescriptor, error: &dyn fmt::Display) -> Status {
-    Status::bad_request(format!(
-        "malformed request body for {} ({}): {error}",
-        method.name, method.id
-    ))
-}

@@ -85,7 +85,7 @@ pub struct Config {
     /// e.g. 5s; the count is also the burst) or CLASS=off; `all=off` turns every limit off.
     /// Repeatable, applied in order. Classes and defaults: docs/running.md.
     #[arg(long = "rate-limit", env = "QPQ_RATE_LIMITS", value_delimiter = ',')]
-    pub rate_limit: Vec<crate::ratelimit::RateLimitSetting>,
+    pub rate_limit: Vec<crate::limits::RateLimitSetting>,
 
     /// Connections served at once; new ones beyond it are refused.
     #[arg(long, env = "QPQ_MAX_CONNECTIONS", default_value_t = 20_000)]

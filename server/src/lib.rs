@@ -1,45 +1,36 @@
 //! The quicproquo messenger server: implements the generated [`QpqService`] over a local
 //! data directory.
 //!
-//! - [`Config`]: flags and environment.
-//! - [`start`]: opens the data directory, binds QUIC and serves; [`RunningServer`] is the
-//!   handle tests and the binary use.
-//! - `service.rs`: the one `impl QpqService`, delegating to a module per method group
-//!   (`accounts.rs` for Auth/User/Account, `delivery.rs`, `health.rs`).
-//! - `session.rs`: the [`Authenticator`](qpq_runtime::Authenticator) that turns session
-//!   tokens into callers before any handler runs.
-//! - [`store`]: durable state (the only module that names fjall); [`auth`]: OPAQUE (the only
-//!   module that names opaque-ke); `live.rs`: connections and waiters in memory.
+//! - [`Config`]: flags and environment; [`start`]: the composition root (opens the store,
+//!   binds QUIC, starts the background tasks); [`RunningServer`] is the handle tests and the
+//!   binary use.
+//! - `api/`: the handlers, one file per method group, each implementing its group's
+//!   generated trait (`QpqService` is their composition).
+//! - [`auth`]: the [`Authenticator`](qpq_runtime::Authenticator) that turns session tokens
+//!   into callers before any handler runs, OPAQUE (the only module that names opaque-ke),
+//!   session tokens and the failed-login limiter.
+//! - `limits/`: rate limits per rate class and per KeyPackage requester.
+//! - `background/`: the sweeper, the push gateway, presence.
+//! - [`ops`]: metrics and backup. `federation/`: links, outboxes and relays to peer servers.
+//! - [`store`]: durable state (the only module that names fjall); `live.rs`: connections and
+//!   waiters in memory.
 //!
 //! The server never sees plaintext: message payloads are MLS ciphertext, opaque bytes here.
 //!
 //! [`QpqService`]: qpq_schema::QpqService
 
 pub mod auth;
+pub mod ops;
 pub mod store;
 
-mod accounts;
-pub mod backup;
-mod blobs;
-mod channels;
+mod api;
+mod background;
 mod clock;
 mod config;
-mod delivery;
-mod devices;
 mod errors;
 mod federation;
-mod health;
-mod keys;
-mod kt;
+mod limits;
 mod live;
-mod metrics;
-mod moderation;
-mod p2p;
-mod push;
-mod ratelimit;
-mod recovery;
-mod service;
-mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,7 +45,7 @@ use crate::live::Live;
 use crate::store::{Durability, FjallStore, QueueLimits, Store, StoreOptions};
 
 pub use config::{Command, Config, ConfigError, LogFormat, PeerConfig};
-pub use ratelimit::{Rate, RateLimitSetting, Scope};
+pub use limits::{Rate, RateLimitSetting, Scope};
 
 /// The server's state, shared by every call. `S` is the storage backend.
 pub struct Messenger<S: Store = FjallStore> {
@@ -64,16 +55,16 @@ pub struct Messenger<S: Store = FjallStore> {
     opaque: OpaqueServer,
     limiter: LoginLimiter,
     live: Arc<Live>,
-    /// Wake-up requests for offline devices (see `push.rs`).
-    push: push::PushQueue,
+    /// Wake-up requests for offline devices (see `background/push.rs`).
+    push: background::push::PushQueue,
     /// Last calls of devices, until the sweeper records them.
-    seen: devices::SeenDevices,
+    seen: api::device::SeenDevices,
     /// FetchKeyPackage calls per requester.
-    key_fetches: keys::FetchLimiter,
+    key_fetches: limits::key_fetches::FetchLimiter,
     /// Signs key transparency tree heads.
-    kt_log: kt::LogKey,
-    /// Token buckets per rate class (see `ratelimit.rs`).
-    rate_limits: ratelimit::RateLimiter,
+    kt_log: api::kt::LogKey,
+    /// Token buckets per rate class (see `limits/classes.rs`).
+    rate_limits: limits::classes::RateLimiter,
     /// Federation peers and the links to them (see `federation/`).
     federation: federation::Federation,
 }
@@ -82,12 +73,14 @@ impl<S: Store> Messenger<S> {
     /// Builds the state over an open store and OPAQUE setup, loading (or creating) the key
     /// transparency log key in the data directory.
     pub fn new(config: Config, store: S, opaque: OpaqueServer) -> anyhow::Result<Self> {
-        let kt_log = kt::LogKey::load_or_create(&config.data_dir)
+        let kt_log = api::kt::LogKey::load_or_create(&config.data_dir)
             .context("could not load or create the key transparency log key")?;
         Ok(Self {
-            key_fetches: keys::FetchLimiter::new(config.key_package_fetches_per_minute),
+            key_fetches: limits::key_fetches::FetchLimiter::new(
+                config.key_package_fetches_per_minute,
+            ),
             kt_log,
-            rate_limits: ratelimit::RateLimiter::new(&config.rate_limit),
+            rate_limits: limits::classes::RateLimiter::new(&config.rate_limit),
             federation: federation::Federation::new(&config, None)?,
             config,
             started: Instant::now(),
@@ -95,8 +88,8 @@ impl<S: Store> Messenger<S> {
             opaque,
             limiter: LoginLimiter::new(LimiterConfig::default()),
             live: Arc::new(Live::default()),
-            push: push::PushQueue::default(),
-            seen: devices::SeenDevices::default(),
+            push: background::push::PushQueue::default(),
+            seen: api::device::SeenDevices::default(),
         })
     }
 
@@ -195,12 +188,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let control_store = store.clone();
     let fault_store = store.clone();
     let gauges_store = store.clone();
-    let gauges: metrics::StoreGauges = Arc::new(move || {
+    let gauges: ops::metrics::StoreGauges = Arc::new(move || {
         let store = gauges_store.clone();
         Box::pin(async move {
             let (queued_messages, queued_bytes, nonempty_queues) =
                 store.queue_totals().await.unwrap_or_default();
-            metrics::StoreSnapshot {
+            ops::metrics::StoreSnapshot {
                 queued_messages,
                 queued_bytes,
                 nonempty_queues,
@@ -208,7 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         })
     });
-    let metrics = Arc::new(metrics::Metrics::new(gauges));
+    let metrics = Arc::new(ops::metrics::Metrics::new(gauges));
     let messenger = Arc::new(
         Messenger::new(config.clone(), store, opaque)?.with_federation_identity(&identity)?,
     );
@@ -225,26 +218,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let mut tasks = Vec::new();
     let mut metrics_addr = None;
     if let Some(listen) = config.metrics_listen {
-        let listener = metrics::bind(listen)
+        let listener = ops::metrics::bind(listen)
             .await
             .with_context(|| format!("could not listen for metrics on {listen}"))?;
         metrics_addr = Some(listener.local_addr()?);
         tracing::info!(addr = %listen, "serving Prometheus metrics at /metrics");
-        tasks.push(tokio::spawn(metrics::serve(listener, metrics)));
+        tasks.push(tokio::spawn(ops::metrics::serve(listener, metrics)));
     }
-    tasks.push(tokio::spawn(channels::presence_feed(messenger.clone())));
-    let control = backup::bind_control(&config.data_dir)?;
-    tasks.push(tokio::spawn(backup::serve_control(
+    tasks.push(tokio::spawn(background::presence::run(messenger.clone())));
+    let control = ops::backup::bind_control(&config.data_dir)?;
+    tasks.push(tokio::spawn(ops::backup::serve_control(
         control,
         control_store,
         config.data_dir.clone(),
     )));
-    tasks.push(tokio::spawn(push::run(
+    tasks.push(tokio::spawn(background::push::run(
         messenger.clone(),
-        push::HttpPushGateway::new(&config),
+        background::push::HttpPushGateway::new(&config),
     )));
     tasks.extend(messenger.spawn_relays());
-    tasks.push(tokio::spawn(sweep(messenger)));
+    tasks.push(tokio::spawn(background::sweeper::run(messenger)));
     tasks.push(tokio::spawn(server.serve()));
     tracing::info!(
         %addr,
@@ -259,28 +252,4 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tasks,
         store: fault_store,
     })
-}
-
-/// Deletes expired messages, sessions, blob uploads and P2P endpoints, forgets expired
-/// logins and federation relay ids, and records device last-seen times, once a minute.
-async fn sweep<S: Store>(messenger: Arc<Messenger<S>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        messenger.opaque.evict_expired();
-        loop {
-            match messenger.store.purge_expired(clock::now_ms()).await {
-                Ok(stats) if stats.more => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "expiry sweep failed");
-                    break;
-                }
-            }
-        }
-        messenger.sweep_uploads().await;
-        messenger.sweep_endpoints().await;
-        messenger.flush_last_seen().await;
-        messenger.sweep_relay_ids().await;
-    }
 }

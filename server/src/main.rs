@@ -26,12 +26,15 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Backup { to }) => {
             println!(
                 "{}",
-                qpq_server::backup::backup(&config.data_dir, to).await?
+                qpq_server::ops::backup::backup(&config.data_dir, to).await?
             );
             return Ok(());
         }
         Some(Command::Restore { from }) => {
-            println!("{}", qpq_server::backup::restore(from, &config.data_dir)?);
+            println!(
+                "{}",
+                qpq_server::ops::backup::restore(from, &config.data_dir)?
+            );
             return Ok(());
         }
         None => {}

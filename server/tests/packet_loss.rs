@@ -181,8 +181,10 @@ fn ten_thousand_rpcs_complete_through_five_percent_packet_loss() {
         "the client did not report its run:\n{client_out}"
     );
     let rate = dropped as f64 / udp.max(1) as f64;
+    // Every call needs at least one packet; how many more depends on how much QUIC
+    // coalesces, which grows when the machine is busy (18k for 10k calls seen then).
     assert!(
-        (0.03..0.07).contains(&rate) && udp > 20_000,
+        (0.03..0.07).contains(&rate) && udp > 10_000,
         "the namespace did not drop about {DROP_PERCENT}% of the traffic: {dropped} of {udp}"
     );
 }

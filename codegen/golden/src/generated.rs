@@ -294,13 +294,10 @@ pub static EVENTS: [::qpq_runtime::codegen::EventDescriptor; 1] = [
         doc: "One tick, numbered from 0.",
     },
 ];
-/// The server side of the service: one async method per RPC.
+/// The handlers of the `basic` group (IDs 1-19).
 ///
-/// The context's type follows the method's auth level (`Ctx<Anonymous>`,
-/// `Ctx<Session>`, `Ctx<Admin>`, `Ctx<FederationPeer>`); the generated dispatch has
-/// already authenticated the caller when a method runs. There are no default bodies:
-/// a new method in the schema is a compile error until it is implemented.
-pub trait DemoService: ::std::marker::Send + ::std::marker::Sync + 'static {
+/// Part of [`DemoService`]: a type that implements every group's trait is a whole service.
+pub trait BasicService: ::std::marker::Send + ::std::marker::Sync + 'static {
     /// Returns the request's text and bytes unchanged.
     ///
     /// Method `1` (basic) · auth `none` · max request 65536 bytes · timeout 2000 ms · idempotent: yes
@@ -341,6 +338,11 @@ pub trait DemoService: ::std::marker::Send + ::std::marker::Sync + 'static {
     ) -> impl ::std::future::Future<
         Output = ::std::result::Result<proto::Empty, ::qpq_runtime::codegen::Status>,
     > + ::std::marker::Send;
+}
+/// The handlers of the `secure` group (IDs 20-39).
+///
+/// Part of [`DemoService`]: a type that implements every group's trait is a whole service.
+pub trait SecureService: ::std::marker::Send + ::std::marker::Sync + 'static {
     /// Returns the username of the session.
     ///
     /// Method `20` (secure) · auth `session` · max request 1024 bytes · timeout 2000 ms · idempotent: yes
@@ -375,8 +377,22 @@ pub trait DemoService: ::std::marker::Send + ::std::marker::Sync + 'static {
         Output = ::std::result::Result<proto::Empty, ::qpq_runtime::codegen::Status>,
     > + ::std::marker::Send;
 }
-/// Connects a service implementation and an authenticator to the runtime: decodes
-/// each request, authenticates it, applies the rate-limit hook and runs the handler.
+/// The whole service: [`BasicService`], [`SecureService`].
+///
+/// Implement each group's trait (a group's handlers usually live in a file of their
+/// own); this trait then holds for the type by itself. The context's type follows
+/// the method's auth level (`Ctx<Anonymous>`, `Ctx<Session>`, `Ctx<Admin>`,
+/// `Ctx<FederationPeer>`): the generated dispatch has already authenticated the
+/// caller when a handler runs. There are no default bodies: a new method in the
+/// schema is a compile error until its group's trait implements it.
+pub trait DemoService: BasicService + SecureService {}
+impl<T> DemoService for T
+where
+    T: BasicService + SecureService,
+{}
+/// Connects a service implementation and an authenticator to the runtime: each call
+/// runs `qpq_runtime::codegen::unary` (decode, authenticate, rate-limit hook, handler,
+/// encode) with its method's types.
 pub struct DemoServer<S, A> {
     service: ::std::sync::Arc<S>,
     auth: ::std::sync::Arc<A>,
@@ -436,161 +452,100 @@ where
         match method {
             MethodId::Echo => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::EchoRequest as ::prost::Message>::decode(body)
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Anonymous,
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(
-                        call,
-                        ::qpq_runtime::codegen::Anonymous,
-                    );
-                    let response = service.echo(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
+                            body,
+                            ::qpq_runtime::codegen::no_token::<proto::EchoRequest>,
+                            |ctx, request| {
+                                BasicService::echo(&*service, ctx, request)
+                            },
+                        )
+                        .await
                 })
             }
             MethodId::Sleep => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::SleepRequest as ::prost::Message>::decode(body)
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Anonymous,
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(
-                        call,
-                        ::qpq_runtime::codegen::Anonymous,
-                    );
-                    let response = service.sleep(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
+                            body,
+                            ::qpq_runtime::codegen::no_token::<proto::SleepRequest>,
+                            |ctx, request| {
+                                BasicService::sleep(&*service, ctx, request)
+                            },
+                        )
+                        .await
                 })
             }
             MethodId::Panic => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::Empty as ::prost::Message>::decode(body)
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Anonymous,
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(
-                        call,
-                        ::qpq_runtime::codegen::Anonymous,
-                    );
-                    let response = service.panic(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
+                            body,
+                            ::qpq_runtime::codegen::no_token::<proto::Empty>,
+                            |ctx, request| {
+                                BasicService::panic(&*service, ctx, request)
+                            },
+                        )
+                        .await
                 })
             }
             MethodId::PushTicks => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::PushTicksRequest as ::prost::Message>::decode(
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
                             body,
+                            ::qpq_runtime::codegen::no_token::<proto::PushTicksRequest>,
+                            |ctx, request| {
+                                BasicService::push_ticks(&*service, ctx, request)
+                            },
                         )
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Anonymous,
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(
-                        call,
-                        ::qpq_runtime::codegen::Anonymous,
-                    );
-                    let response = service.push_ticks(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                        .await
                 })
             }
             MethodId::Whoami => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::WhoamiRequest as ::prost::Message>::decode(
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
                             body,
+                            |request: &proto::WhoamiRequest| &request.session_token[..],
+                            |ctx, request| {
+                                SecureService::whoami(&*service, ctx, request)
+                            },
                         )
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    let session = auth.session(&call, &request.session_token).await?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Session(&session),
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(call, session);
-                    let response = service.whoami(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                        .await
                 })
             }
             MethodId::Reset => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::ResetRequest as ::prost::Message>::decode(body)
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    let admin = auth.admin(&call, &request.session_token).await?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Session(&admin.session),
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(call, admin);
-                    let response = service.reset(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
+                            body,
+                            |request: &proto::ResetRequest| &request.session_token[..],
+                            |ctx, request| {
+                                SecureService::reset(&*service, ctx, request)
+                            },
+                        )
+                        .await
                 })
             }
             MethodId::Relay => {
                 ::std::boxed::Box::pin(async move {
-                    let request = <proto::RelayRequest as ::prost::Message>::decode(body)
-                        .map_err(|error| ::qpq_runtime::codegen::malformed_request(
-                            call.method(),
-                            &error,
-                        ))?;
-                    let peer = auth.federation_peer(&call).await?;
-                    auth.rate_limit(
-                        &call,
-                        ::qpq_runtime::codegen::Principal::Peer(&peer),
-                    )?;
-                    let ctx = ::qpq_runtime::codegen::Ctx::new(call, peer);
-                    let response = service.relay(ctx, request).await?;
-                    ::std::result::Result::Ok(
-                        ::qpq_runtime::codegen::Bytes::from(
-                            ::prost::Message::encode_to_vec(&response),
-                        ),
-                    )
+                    ::qpq_runtime::codegen::unary(
+                            &*auth,
+                            call,
+                            body,
+                            ::qpq_runtime::codegen::no_token::<proto::RelayRequest>,
+                            |ctx, request| {
+                                SecureService::relay(&*service, ctx, request)
+                            },
+                        )
+                        .await
                 })
             }
         }
@@ -637,27 +592,13 @@ impl DemoClient {
         Req: ::prost::Message,
         Resp: ::prost::Message + ::std::default::Default,
     {
-        let descriptor = method.descriptor();
-        let timeout = self
-            .timeout
-            .unwrap_or_else(|| ::qpq_runtime::codegen::client_timeout(descriptor));
-        let body = self
-            .connection
-            .call_bytes(
-                descriptor.id,
-                ::qpq_runtime::codegen::Bytes::from(
-                    ::prost::Message::encode_to_vec(request),
-                ),
-                timeout,
+        ::qpq_runtime::codegen::call_unary(
+                &self.connection,
+                method.descriptor(),
+                self.timeout,
+                request,
             )
-            .await?;
-        <Resp as ::prost::Message>::decode(body)
-            .map_err(|error| {
-                ::qpq_runtime::codegen::RpcError::Decode {
-                    method: descriptor.name,
-                    message: error.to_string(),
-                }
-            })
+            .await
     }
     /// Returns the request's text and bytes unchanged.
     ///

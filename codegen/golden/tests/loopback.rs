@@ -10,7 +10,7 @@ use qpq_golden::proto::{
     EchoReply, EchoRequest, Empty, PushTicksRequest, RelayRequest, ResetRequest, SleepReply,
     SleepRequest, TickEvent, WhoamiReply, WhoamiRequest,
 };
-use qpq_golden::{DemoClient, DemoPush, DemoServer, DemoService, Event, MethodId};
+use qpq_golden::{BasicService, DemoClient, DemoPush, DemoServer, Event, MethodId, SecureService};
 use qpq_runtime::wire::{self, RequestHeader};
 use qpq_runtime::{
     Admin, Anonymous, Authenticator, CallInfo, ClientOptions, ConnectError, Ctx, FederationPeer,
@@ -43,7 +43,7 @@ impl Drop for DropGuard {
     }
 }
 
-impl DemoService for Demo {
+impl BasicService for Demo {
     async fn echo(&self, _ctx: Ctx<Anonymous>, request: EchoRequest) -> Result<EchoReply, Status> {
         Ok(EchoReply {
             text: request.text,
@@ -85,7 +85,9 @@ impl DemoService for Demo {
         }
         Ok(Empty {})
     }
+}
 
+impl SecureService for Demo {
     async fn whoami(
         &self,
         ctx: Ctx<Session>,

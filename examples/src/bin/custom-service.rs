@@ -1,11 +1,12 @@
 //! custom-service: quicproquo as a framework for an application of its own.
 //!
 //! A small note board is declared in `examples/custom-service/methods.toml` (two methods and
-//! one push event) with its messages in `custom-service/proto/`. `examples/build.rs` runs
-//! `qpq-codegen` on it, which generates the `NotesService` trait, the dispatch, the typed
-//! `NotesClient` and the `Event` enum. This program implements the trait, serves it over QUIC
-//! on loopback, and a client adds and lists notes while a second connection receives the
-//! `NoteAdded` pushes.
+//! one push event in one group, `board`) with its messages in `custom-service/proto/`.
+//! `examples/build.rs` runs `qpq-codegen` on it, which generates the `BoardService` trait
+//! (the group's handlers; `NotesService`, the whole service, holds for any type that
+//! implements every group's trait), the dispatch, the typed `NotesClient` and the `Event`
+//! enum. This program implements the trait, serves it over QUIC on loopback, and a client
+//! adds and lists notes while a second connection receives the `NoteAdded` pushes.
 //!
 //! Run it: `cargo run -p qpq-examples --bin custom-service`
 
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use qpq_examples::notes::proto::{
     AddNoteRequest, AddNoteResponse, ListNotesRequest, ListNotesResponse, Note,
 };
-use qpq_examples::notes::{Event, NotesClient, NotesPush, NotesServer, NotesService};
+use qpq_examples::notes::{BoardService, Event, NotesClient, NotesPush, NotesServer};
 use qpq_runtime::{
     Anonymous, ClientOptions, ConnectionInfo, Ctx, NoAuth, Server, ServerOptions, Status,
     TlsIdentity,
@@ -27,7 +28,7 @@ struct Board {
     readers: Mutex<Vec<ConnectionInfo>>,
 }
 
-impl NotesService for Board {
+impl BoardService for Board {
     async fn add_note(
         &self,
         _ctx: Ctx<Anonymous>,

@@ -1,10 +1,13 @@
-//! Authentication: the OPAQUE server side, the failed-login limiter and session tokens.
+//! Authentication: who a caller is, before any handler runs.
 //!
+//! - `authenticator.rs`: the [`Authenticator`](qpq_runtime::Authenticator) the generated
+//!   dispatch calls: a request's `session_token` becomes the caller's session (or admin), a
+//!   presented certificate a federation peer.
 //! - [`opaque`] is the only module that names opaque-ke: cipher suite, the persisted
 //!   `ServerSetup`, registration, and login with server-side state under a single-use
 //!   [`LoginId`].
 //! - [`limiter`] slows password guessing per username and per source address.
-//! - [`session`] makes bearer tokens and the SHA-256 the store keeps.
+//! - [`tokens`] makes bearer tokens and the SHA-256 the store keeps.
 //!
 //! This module does not store accounts or sessions (that is `crate::store`) and does not
 //! speak the wire protocol (handlers do). All its calls are synchronous and short (the server
@@ -31,20 +34,22 @@
 //! the error's message (none says whether the user exists). [`RetryAfter`] → RateLimited with
 //! `retry_after_ms`.
 
+mod authenticator;
 mod cost;
 pub mod limiter;
 pub mod opaque;
-pub mod session;
+pub mod tokens;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub(crate) use self::authenticator::identity_of;
 pub use self::cost::measure_server_login_cost;
 pub use self::limiter::{LimiterConfig, LoginLimiter, Rate, RetryAfter};
 pub use self::opaque::{AuthError, LoginConfig, LoginId, OpaqueServer, QpqSuite, SetupError};
-pub use self::session::{hash_token, new_session_token};
+pub use self::tokens::{hash_token, new_session_token};
 
 /// Monotonic clock for login TTLs and rate windows; a manual one lets tests move time.
 #[derive(Clone)]

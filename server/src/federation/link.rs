@@ -4,7 +4,7 @@
 //! peer's health.
 //!
 //! Not here: what is sent over a link (the relay worker in `relay.rs`, the proxies in
-//! `mod.rs`), or who may call this server (the authenticator in `session.rs` asks
+//! `crate::api::federation`), or who may call this server (the authenticator in `crate::auth` asks
 //! [`Federation::domain_of_certificate`]).
 
 use std::collections::{BTreeMap, HashMap};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use qpq_runtime::{Admin, Authenticator, CallInfo, FederationPeer, Principal, Session, Status};
 
 use crate::auth::hash_token;
-use crate::auth::session::SESSION_TOKEN_LEN;
+use crate::auth::tokens::SESSION_TOKEN_LEN;
 use crate::live::Attached;
 use crate::store::{SessionRecord, Store};
 use crate::{Messenger, errors};
@@ -99,7 +99,7 @@ impl<S: Store> Authenticator for Messenger<S> {
         self.federation_caller(call)
     }
 
-    /// Token buckets per `rate_class`, per account and per address (`ratelimit.rs`).
+    /// Token buckets per `rate_class`, per account and per address (`crate::limits`).
     fn rate_limit(&self, call: &CallInfo, principal: Principal<'_>) -> Result<(), Status> {
         self.rate_limits.check(call, principal)
     }

@@ -9,18 +9,18 @@
 use std::time::{Duration, SystemTime};
 
 use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::proto;
+use qpq_schema::{RecoveryService, proto};
 
+use crate::auth::identity_of;
 use crate::clock::now_ms;
-use crate::session::identity_of;
 use crate::store::{Store, StoreError};
 use crate::{Messenger, errors};
 
 /// Largest bundle, in bytes (60 KiB, as the protocol states).
 pub(crate) const MAX_BUNDLE: usize = 60 * 1024;
 
-impl<S: Store> Messenger<S> {
-    pub(crate) async fn store_recovery_bundle(
+impl<S: Store> RecoveryService for Messenger<S> {
+    async fn store_recovery_bundle(
         &self,
         ctx: Ctx<Session>,
         request: proto::StoreRecoveryBundleRequest,
@@ -48,7 +48,7 @@ impl<S: Store> Messenger<S> {
         }
     }
 
-    pub(crate) async fn fetch_recovery_bundle(
+    async fn fetch_recovery_bundle(
         &self,
         ctx: Ctx<Session>,
         _request: proto::FetchRecoveryBundleRequest,
@@ -77,7 +77,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn delete_recovery_bundle(
+    async fn delete_recovery_bundle(
         &self,
         ctx: Ctx<Session>,
         _request: proto::DeleteRecoveryBundleRequest,

@@ -19,13 +19,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use qpq_runtime::tls::hex;
 use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::proto;
+use qpq_schema::{BlobService, proto};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
+use crate::auth::identity_of;
 use crate::clock::now_ms;
-use crate::session::identity_of;
 use crate::store::{
     BLOB_PIECE_BYTES, BlobError, BlobId, IdentityKey, NewUpload, Store, StoreError, UploadId,
     UploadState, piece_count,
@@ -104,49 +104,6 @@ fn response(state: &UploadState) -> proto::UploadBlobResponse {
 }
 
 impl<S: Store> Messenger<S> {
-    pub(crate) async fn upload_blob(
-        &self,
-        ctx: Ctx<Session>,
-        request: proto::UploadBlobRequest,
-    ) -> Result<proto::UploadBlobResponse, Status> {
-        let owner = identity_of(ctx.auth())?;
-        if request.chunk.len() as u64 > MAX_CHUNK {
-            return Err(Status::bad_request(format!(
-                "chunk is {} bytes; one UploadBlob carries at most {MAX_CHUNK} bytes: split it",
-                request.chunk.len()
-            )));
-        }
-        let finish = request.finish;
-        let state = if request.upload_id.is_empty() {
-            self.start_upload(owner, request).await?
-        } else {
-            let id: UploadId = request.upload_id[..].try_into().map_err(|_| {
-                Status::bad_request(format!(
-                    "upload_id must be the 16 bytes a previous UploadBlob returned, got {} bytes (leave it empty to start an upload)",
-                    request.upload_id.len()
-                ))
-            })?;
-            self.store
-                .append_upload(&owner, &id, request.offset, request.chunk)
-                .await
-                .map_err(blob_error)?
-        };
-        if state.committed.is_some() || !finish {
-            return Ok(response(&state));
-        }
-        if state.bytes_received != state.total_size {
-            return Err(Status::bad_request(format!(
-                "finish is set but the upload has {} of its {} bytes; send the rest from offset {} before finishing",
-                state.bytes_received, state.total_size, state.bytes_received
-            )));
-        }
-        let blob_id = self.commit_upload(&owner, &state).await?;
-        Ok(response(&UploadState {
-            committed: Some(blob_id),
-            ..state
-        }))
-    }
-
     async fn start_upload(
         &self,
         owner: IdentityKey,
@@ -262,59 +219,6 @@ impl<S: Store> Messenger<S> {
         Ok(committed.blob_id)
     }
 
-    pub(crate) async fn download_blob(
-        &self,
-        _ctx: Ctx<Session>,
-        request: proto::DownloadBlobRequest,
-    ) -> Result<proto::DownloadBlobResponse, Status> {
-        let blob_id: BlobId = request.blob_id[..].try_into().map_err(|_| {
-            Status::bad_request(format!(
-                "blob_id must be the 32-byte SHA-256 UploadBlob returned, got {} bytes",
-                request.blob_id.len()
-            ))
-        })?;
-        let meta = self
-            .store
-            .blob_meta(&blob_id)
-            .await
-            .map_err(errors::store)?
-            .ok_or_else(|| Status::not_found("no blob with this id on this server"))?;
-        let offset = request.offset;
-        if offset > meta.size {
-            return Err(Status::bad_request(format!(
-                "offset {offset} is past the end of the blob ({} bytes)",
-                meta.size
-            )));
-        }
-        let available = meta.size - offset;
-        let want = match request.length {
-            0 => available,
-            n => n.min(available),
-        }
-        .min(MAX_CHUNK);
-        let end = offset + want;
-        let mut data = BytesMut::with_capacity(want as usize);
-        if want > 0 {
-            for index in offset / BLOB_PIECE_BYTES..=(end - 1) / BLOB_PIECE_BYTES {
-                let expected = meta.piece_hashes.get(index as usize).copied();
-                let piece = self
-                    .verified_piece(&meta.id, &meta.storage, expected, meta.size, index)
-                    .await?;
-                let start = index * BLOB_PIECE_BYTES;
-                let from = offset.max(start) - start;
-                let to = end.min(start + piece.len() as u64) - start;
-                data.extend_from_slice(&piece[from as usize..to as usize]);
-            }
-        }
-        Ok(proto::DownloadBlobResponse {
-            data: data.freeze(),
-            offset,
-            total_size: meta.size,
-            sha256: Bytes::copy_from_slice(&meta.id),
-            mime_type: meta.mime_type,
-        })
-    }
-
     /// One piece of a committed blob, checked against its recorded length and SHA-256.
     async fn verified_piece(
         &self,
@@ -366,6 +270,104 @@ impl<S: Store> Messenger<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: Store> BlobService for Messenger<S> {
+    async fn upload_blob(
+        &self,
+        ctx: Ctx<Session>,
+        request: proto::UploadBlobRequest,
+    ) -> Result<proto::UploadBlobResponse, Status> {
+        let owner = identity_of(ctx.auth())?;
+        if request.chunk.len() as u64 > MAX_CHUNK {
+            return Err(Status::bad_request(format!(
+                "chunk is {} bytes; one UploadBlob carries at most {MAX_CHUNK} bytes: split it",
+                request.chunk.len()
+            )));
+        }
+        let finish = request.finish;
+        let state = if request.upload_id.is_empty() {
+            self.start_upload(owner, request).await?
+        } else {
+            let id: UploadId = request.upload_id[..].try_into().map_err(|_| {
+                Status::bad_request(format!(
+                    "upload_id must be the 16 bytes a previous UploadBlob returned, got {} bytes (leave it empty to start an upload)",
+                    request.upload_id.len()
+                ))
+            })?;
+            self.store
+                .append_upload(&owner, &id, request.offset, request.chunk)
+                .await
+                .map_err(blob_error)?
+        };
+        if state.committed.is_some() || !finish {
+            return Ok(response(&state));
+        }
+        if state.bytes_received != state.total_size {
+            return Err(Status::bad_request(format!(
+                "finish is set but the upload has {} of its {} bytes; send the rest from offset {} before finishing",
+                state.bytes_received, state.total_size, state.bytes_received
+            )));
+        }
+        let blob_id = self.commit_upload(&owner, &state).await?;
+        Ok(response(&UploadState {
+            committed: Some(blob_id),
+            ..state
+        }))
+    }
+
+    async fn download_blob(
+        &self,
+        _ctx: Ctx<Session>,
+        request: proto::DownloadBlobRequest,
+    ) -> Result<proto::DownloadBlobResponse, Status> {
+        let blob_id: BlobId = request.blob_id[..].try_into().map_err(|_| {
+            Status::bad_request(format!(
+                "blob_id must be the 32-byte SHA-256 UploadBlob returned, got {} bytes",
+                request.blob_id.len()
+            ))
+        })?;
+        let meta = self
+            .store
+            .blob_meta(&blob_id)
+            .await
+            .map_err(errors::store)?
+            .ok_or_else(|| Status::not_found("no blob with this id on this server"))?;
+        let offset = request.offset;
+        if offset > meta.size {
+            return Err(Status::bad_request(format!(
+                "offset {offset} is past the end of the blob ({} bytes)",
+                meta.size
+            )));
+        }
+        let available = meta.size - offset;
+        let want = match request.length {
+            0 => available,
+            n => n.min(available),
+        }
+        .min(MAX_CHUNK);
+        let end = offset + want;
+        let mut data = BytesMut::with_capacity(want as usize);
+        if want > 0 {
+            for index in offset / BLOB_PIECE_BYTES..=(end - 1) / BLOB_PIECE_BYTES {
+                let expected = meta.piece_hashes.get(index as usize).copied();
+                let piece = self
+                    .verified_piece(&meta.id, &meta.storage, expected, meta.size, index)
+                    .await?;
+                let start = index * BLOB_PIECE_BYTES;
+                let from = offset.max(start) - start;
+                let to = end.min(start + piece.len() as u64) - start;
+                data.extend_from_slice(&piece[from as usize..to as usize]);
+            }
+        }
+        Ok(proto::DownloadBlobResponse {
+            data: data.freeze(),
+            offset,
+            total_size: meta.size,
+            sha256: Bytes::copy_from_slice(&meta.id),
+            mime_type: meta.mime_type,
+        })
     }
 }
 

@@ -6,16 +6,12 @@
 //! Hybrid keys are checked (sizes, the ML-KEM modulus check, the owner's Ed25519 signature)
 //! before they are stored; fetching clients verify the signature again.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use ed25519_dalek::{Signature, VerifyingKey};
 use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::proto;
+use qpq_schema::{KeysService, proto};
 
-use crate::session::identity_of;
+use crate::auth::identity_of;
 use crate::store::{HybridKeyRecord, IdentityKey, KeyPackageUpload, Store, StoreError};
 use crate::{Messenger, errors};
 
@@ -142,51 +138,8 @@ pub(crate) fn hybrid_to_proto(record: HybridKeyRecord) -> proto::HybridPublicKey
     }
 }
 
-/// Token buckets per requester: `per_minute` FetchKeyPackage calls per minute, in a burst
-/// or spread out. Memory is bounded: past `MAX_TRACKED` requesters, buckets that have
-/// refilled (and so carry no information) are dropped.
-pub(crate) struct FetchLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<IdentityKey, (f64, Instant)>>,
-}
-
-/// Most requesters tracked before full buckets are evicted.
-const MAX_TRACKED: usize = 100_000;
-
-impl FetchLimiter {
-    pub(crate) fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute: per_minute.max(1),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes a token for `requester`, or says how long until one is there.
-    pub(crate) fn check(&self, requester: &IdentityKey) -> Result<(), Duration> {
-        let capacity = f64::from(self.per_minute);
-        let per_sec = capacity / 60.0;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(requester) {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec < capacity
-            });
-        }
-        let (tokens, at) = buckets.entry(*requester).or_insert((capacity, now));
-        let available =
-            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * per_sec).min(capacity);
-        if available >= 1.0 {
-            *tokens = available - 1.0;
-            *at = now;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - available) / per_sec))
-        }
-    }
-}
-
-impl<S: Store> Messenger<S> {
-    pub(crate) async fn upload_key_package(
+impl<S: Store> KeysService for Messenger<S> {
+    async fn upload_key_package(
         &self,
         ctx: Ctx<Session>,
         request: proto::UploadKeyPackageRequest,
@@ -228,7 +181,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn fetch_key_package(
+    async fn fetch_key_package(
         &self,
         ctx: Ctx<Session>,
         request: proto::FetchKeyPackageRequest,
@@ -264,7 +217,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn upload_hybrid_key(
+    async fn upload_hybrid_key(
         &self,
         ctx: Ctx<Session>,
         request: proto::UploadHybridKeyRequest,
@@ -296,7 +249,7 @@ impl<S: Store> Messenger<S> {
         Ok(proto::UploadHybridKeyResponse {})
     }
 
-    pub(crate) async fn fetch_hybrid_key(
+    async fn fetch_hybrid_key(
         &self,
         _ctx: Ctx<Session>,
         request: proto::FetchHybridKeyRequest,
@@ -318,7 +271,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn fetch_hybrid_keys(
+    async fn fetch_hybrid_keys(
         &self,
         _ctx: Ctx<Session>,
         request: proto::FetchHybridKeysRequest,
@@ -379,22 +332,6 @@ mod tests {
         rho[1152..].fill(0xff);
         assert!(mlkem768_modulus_ok(&rho));
         assert!(!mlkem768_modulus_ok(&[0u8; 1183]));
-    }
-
-    #[test]
-    fn limiter_allows_a_burst_then_refuses_with_a_wait() {
-        let limiter = FetchLimiter::new(3);
-        let me = [1; 32];
-        for _ in 0..3 {
-            limiter.check(&me).unwrap();
-        }
-        let wait = limiter.check(&me).unwrap_err();
-        assert!(
-            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
-            "{wait:?}"
-        );
-        // Another requester has its own bucket.
-        limiter.check(&[2; 32]).unwrap();
     }
 
     #[test]

@@ -14,14 +14,14 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
 use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::proto;
+use qpq_schema::{KtService, proto};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
+use crate::api::keys::identity_field;
+use crate::auth::identity_of;
 use crate::clock::now_ms;
-use crate::keys::identity_field;
-use crate::session::identity_of;
 use crate::store::{KtHead, KtLeafKind, KtLeafRecord, KtSubject, Store, StoreError};
 use crate::{Messenger, errors};
 
@@ -142,8 +142,8 @@ fn hashes(list: Vec<[u8; 32]>) -> Vec<Bytes> {
     list.iter().map(|h| Bytes::copy_from_slice(h)).collect()
 }
 
-impl<S: Store> Messenger<S> {
-    pub(crate) async fn revoke_key(
+impl<S: Store> KtService for Messenger<S> {
+    async fn revoke_key(
         &self,
         ctx: Ctx<Session>,
         request: proto::RevokeKeyRequest,
@@ -195,7 +195,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn check_revocation(
+    async fn check_revocation(
         &self,
         _ctx: Ctx<Session>,
         request: proto::CheckRevocationRequest,
@@ -217,7 +217,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn audit_key_transparency(
+    async fn audit_key_transparency(
         &self,
         _ctx: Ctx<Session>,
         request: proto::AuditKeyTransparencyRequest,

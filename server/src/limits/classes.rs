@@ -1,7 +1,7 @@
 //! Rate limits per `rate_class` of `schema/methods.toml`: token buckets keyed per account
 //! and per source address, checked by [`Authenticator::rate_limit`] after authentication
 //! and before any handler; Enqueue and BatchEnqueue also have a bucket per sender→recipient
-//! pair (checked in `delivery.rs`, where the recipient is known).
+//! pair (checked in `api/delivery.rs`, where the recipient is known).
 //!
 //! A bucket holds `count` tokens and refills at `count` per `per`, so a rate is also its
 //! burst: `1000/5s` allows 1000 calls at once, then 200 a second. A call takes one token
@@ -609,7 +609,7 @@ mod tests {
             if let Some(class) = method.rate_class {
                 assert!(
                     DEFAULTS.iter().any(|d| d.class == class),
-                    "rate class `{class}` of {} has no default limits in ratelimit.rs",
+                    "rate class `{class}` of {} has no default limits in limits/classes.rs",
                     method.name
                 );
             }

@@ -13,7 +13,7 @@
 //! ([`SeenDevices`]) and written to the device record by the sweeper once a minute, so
 //! ListDevices is exact while the server runs and at most a minute behind after a restart.
 //!
-//! Push tokens: see `push.rs` for what is delivered where (and what cannot be).
+//! Push tokens: see `crate::background::push` for what is delivered where (and what cannot be).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -21,11 +21,11 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use qpq_runtime::tls::hex;
 use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::proto;
+use qpq_schema::{DeviceService, proto};
 
+use crate::auth::identity_of;
+use crate::background::push::check_endpoint;
 use crate::clock::now_ms;
-use crate::push::check_endpoint;
-use crate::session::identity_of;
 use crate::store::{
     DeviceError, DeviceId, DeviceRecord, IdentityKey, PushPlatform, PushToken, Store, StoreError,
 };
@@ -146,7 +146,17 @@ fn check_token(platform: PushPlatform, token: &str, allow_private: bool) -> Resu
 }
 
 impl<S: Store> Messenger<S> {
-    pub(crate) async fn register_device(
+    /// Writes the last-seen times noted since the previous call (called by the sweeper).
+    pub(crate) async fn flush_last_seen(&self) {
+        let seen = self.seen.take_dirty();
+        if let Err(error) = self.store.record_last_seen(seen).await {
+            tracing::warn!(%error, "could not record device last-seen times");
+        }
+    }
+}
+
+impl<S: Store> DeviceService for Messenger<S> {
+    async fn register_device(
         &self,
         ctx: Ctx<Session>,
         request: proto::RegisterDeviceRequest,
@@ -195,7 +205,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn list_devices(
+    async fn list_devices(
         &self,
         ctx: Ctx<Session>,
         _request: proto::ListDevicesRequest,
@@ -232,7 +242,7 @@ impl<S: Store> Messenger<S> {
         Ok(proto::ListDevicesResponse { devices })
     }
 
-    pub(crate) async fn revoke_device(
+    async fn revoke_device(
         &self,
         ctx: Ctx<Session>,
         request: proto::RevokeDeviceRequest,
@@ -271,7 +281,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn register_push_token(
+    async fn register_push_token(
         &self,
         ctx: Ctx<Session>,
         request: proto::RegisterPushTokenRequest,
@@ -332,13 +342,5 @@ impl<S: Store> Messenger<S> {
             None => tracing::info!(device = %hex(&id), "push token removed"),
         }
         Ok(proto::RegisterPushTokenResponse {})
-    }
-
-    /// Writes the last-seen times noted since the previous call (called by the sweeper).
-    pub(crate) async fn flush_last_seen(&self) {
-        let seen = self.seen.take_dirty();
-        if let Err(error) = self.store.record_last_seen(seen).await {
-            tracing::warn!(%error, "could not record device last-seen times");
-        }
     }
 }

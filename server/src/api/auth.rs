@@ -1,32 +1,20 @@
-//! Auth (100-103), User (500-501) and Account (950-952): registration and login with OPAQUE,
-//! sessions, name lookups, account deletion, and the operator's views (ListUsers,
-//! StorageStats; `admin` methods, so the authenticator has refused everyone else before a
-//! handler runs).
-
-use bytes::Bytes;
-use qpq_runtime::{Admin, Anonymous, Ctx, Session, Status};
-use qpq_schema::proto;
+//! Auth (100-103): registration and login with OPAQUE.
+//!
+//! The OPAQUE exchange itself is `crate::auth` (the only module that names opaque-ke); here
+//! are the wire checks (username syntax, identity key), the failed-login limiter's flow
+//! (see `crate::auth`'s module doc) and the session a successful login stores (only its
+//! token's SHA-256).
 
 use crate::auth::{LoginId, new_session_token};
 use crate::clock::now_ms;
-use crate::session::identity_of;
-use crate::store::{Account, AccountSummary, SessionRecord, Store, StoreError};
+use crate::store::{Account, SessionRecord, Store, StoreError};
 use crate::{Messenger, errors};
+use bytes::Bytes;
+use qpq_runtime::{Anonymous, Ctx, Status};
+use qpq_schema::{AuthService, proto};
 
 /// Longest username, in bytes.
-const MAX_USERNAME: usize = 64;
-/// ListUsers page size when the request says 0.
-const DEFAULT_USER_PAGE: usize = 100;
-/// Largest ListUsers page: each account costs a few point reads and at most about 150 bytes
-/// of answer, so a page stays under 150 KiB.
-const MAX_USER_PAGE: usize = 1000;
-
-fn user_page_size(limit: u32) -> usize {
-    match limit as usize {
-        0 => DEFAULT_USER_PAGE,
-        n => n.min(MAX_USER_PAGE),
-    }
-}
+pub(crate) const MAX_USERNAME: usize = 64;
 
 /// Usernames: 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit. `@` separates a name
 /// from its server's domain, so it can never be part of a local name.
@@ -68,8 +56,14 @@ pub(crate) fn check_identity_key(key: &[u8]) -> Result<[u8; 32], Status> {
     Ok(bytes)
 }
 
-impl<S: Store> Messenger<S> {
-    pub(crate) async fn opaque_register_start(
+fn taken(username: &str) -> Status {
+    Status::conflict(format!(
+        "username `{username}` is already taken; choose another"
+    ))
+}
+
+impl<S: Store> AuthService for Messenger<S> {
+    async fn opaque_register_start(
         &self,
         _ctx: Ctx<Anonymous>,
         request: proto::OpaqueRegisterStartRequest,
@@ -95,7 +89,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn opaque_register_finish(
+    async fn opaque_register_finish(
         &self,
         _ctx: Ctx<Anonymous>,
         request: proto::OpaqueRegisterFinishRequest,
@@ -125,7 +119,7 @@ impl<S: Store> Messenger<S> {
         }
     }
 
-    pub(crate) async fn opaque_login_start(
+    async fn opaque_login_start(
         &self,
         ctx: Ctx<Anonymous>,
         request: proto::OpaqueLoginStartRequest,
@@ -166,7 +160,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn opaque_login_finish(
+    async fn opaque_login_finish(
         &self,
         ctx: Ctx<Anonymous>,
         request: proto::OpaqueLoginFinishRequest,
@@ -231,173 +225,4 @@ impl<S: Store> Messenger<S> {
             expires_at_unix_ms: expires_at_ms,
         })
     }
-
-    pub(crate) async fn resolve_user(
-        &self,
-        _ctx: Ctx<Session>,
-        request: proto::ResolveUserRequest,
-    ) -> Result<proto::ResolveUserResponse, Status> {
-        let name = self.local_name(&request.username)?;
-        let account = self
-            .store
-            .account_by_username(name)
-            .await
-            .map_err(errors::store)?;
-        Ok(match account {
-            Some(account) => proto::ResolveUserResponse {
-                identity_key: Bytes::copy_from_slice(&account.identity_key),
-                found: true,
-            },
-            None => proto::ResolveUserResponse {
-                identity_key: Bytes::new(),
-                found: false,
-            },
-        })
-    }
-
-    pub(crate) async fn resolve_identity(
-        &self,
-        _ctx: Ctx<Session>,
-        request: proto::ResolveIdentityRequest,
-    ) -> Result<proto::ResolveIdentityResponse, Status> {
-        let identity: [u8; 32] = request.identity_key[..].try_into().map_err(|_| {
-            Status::bad_request(format!(
-                "identity_key must be 32 bytes, got {}",
-                request.identity_key.len()
-            ))
-        })?;
-        let account = self
-            .store
-            .account_by_identity(&identity)
-            .await
-            .map_err(errors::store)?;
-        Ok(match account {
-            Some(account) => proto::ResolveIdentityResponse {
-                profile: Some(proto::Profile {
-                    display_name: account.username.clone(),
-                    avatar_blob_id: Bytes::new(),
-                }),
-                username: account.username,
-                found: true,
-            },
-            None => proto::ResolveIdentityResponse::default(),
-        })
-    }
-
-    pub(crate) async fn delete_account(
-        &self,
-        ctx: Ctx<Session>,
-        _request: proto::DeleteAccountRequest,
-    ) -> Result<proto::DeleteAccountResponse, Status> {
-        let identity = identity_of(ctx.auth())?;
-        let deleted = self
-            .store
-            .delete_account(&ctx.auth().username)
-            .await
-            .map_err(errors::store)?;
-        let mut sessions: Vec<[u8; 32]> = deleted.sessions.iter().map(|s| s.token_hash).collect();
-        sessions.push(ctx.auth().session_id);
-        self.live.revoke(
-            &identity,
-            &sessions,
-            Some(ctx.connection().id()),
-            "account deleted",
-        );
-        tracing::info!(
-            username = %ctx.auth().username,
-            messages = deleted.messages_removed,
-            "account deleted"
-        );
-        Ok(proto::DeleteAccountResponse {})
-    }
-
-    pub(crate) async fn list_users(
-        &self,
-        _ctx: Ctx<Admin>,
-        request: proto::ListUsersRequest,
-    ) -> Result<proto::ListUsersResponse, Status> {
-        if request.after.len() > MAX_USERNAME {
-            return Err(Status::bad_request(format!(
-                "after is {} bytes; give a username (at most {MAX_USERNAME} bytes), usually the next_after of the previous page",
-                request.after.len()
-            )));
-        }
-        let page = self
-            .store
-            .list_accounts(&request.after, user_page_size(request.limit))
-            .await
-            .map_err(errors::store)?;
-        Ok(proto::ListUsersResponse {
-            users: page
-                .accounts
-                .into_iter()
-                .map(|a| self.user_summary(a))
-                .collect(),
-            next_after: page.next_after.unwrap_or_default(),
-        })
-    }
-
-    fn user_summary(&self, a: AccountSummary) -> proto::UserSummary {
-        proto::UserSummary {
-            online: self.live.is_online(&a.identity_key),
-            identity_key: Bytes::copy_from_slice(&a.identity_key),
-            username: a.username,
-            created_at_unix_ms: a.created_at_ms,
-            banned: a.banned_until_ms.is_some(),
-            banned_until_unix_ms: a.banned_until_ms.unwrap_or(0),
-            queued_messages: a.queue.messages,
-            queued_bytes: a.queue.bytes,
-            devices: u32::try_from(a.devices).unwrap_or(u32::MAX),
-        }
-    }
-
-    pub(crate) async fn storage_stats(
-        &self,
-        _ctx: Ctx<Admin>,
-        _request: proto::StorageStatsRequest,
-    ) -> Result<proto::StorageStatsResponse, Status> {
-        let stats = self.store.storage_stats().await.map_err(errors::store)?;
-        let sync = &stats.sync;
-        Ok(proto::StorageStatsResponse {
-            accounts: stats.accounts,
-            live_sessions: stats.live_sessions,
-            online_users: self.live.online_count() as u64,
-            queued_messages: stats.queued_messages,
-            queued_bytes: stats.queued_bytes,
-            nonempty_queues: stats.nonempty_queues,
-            blobs: stats.blobs,
-            blob_bytes: stats.blob_bytes,
-            channels: stats.channels,
-            kt_log_size: stats.kt_log_size,
-            federation_outbox_messages: stats.outbox_messages,
-            federation_outbox_bytes: stats.outbox_bytes,
-            disk_bytes: stats.disk_bytes,
-            journal_syncs: sync.count,
-            mean_sync_micros: sync.total_micros.checked_div(sync.count).unwrap_or(0),
-            last_sync_micros: sync.last_micros,
-        })
-    }
-
-    /// The local part of `name` or `name@<this server's domain>`; other domains are remote.
-    pub(crate) fn local_name<'a>(&self, name: &'a str) -> Result<&'a str, Status> {
-        match name.split_once('@') {
-            None => Ok(name),
-            Some((local, domain)) if Some(domain) == self.config.domain.as_deref() => Ok(local),
-            // Users of peers are reached by Enqueue/BatchEnqueue and the Proxy methods only.
-            Some((_, domain)) if self.federation.peer(domain).is_some() => {
-                Err(Status::bad_request(format!(
-                    "`{name}` is a user of the federation peer {domain}; this method takes users of this server only (reach remote users with Enqueue, BatchEnqueue, ProxyResolveUser, ProxyFetchKeyPackage and ProxyFetchHybridKey)"
-                )))
-            }
-            Some((_, domain)) => Err(Status::not_found(format!(
-                "`{name}` is a user of {domain}, which is not a federation peer of this server"
-            ))),
-        }
-    }
-}
-
-fn taken(username: &str) -> Status {
-    Status::conflict(format!(
-        "username `{username}` is already taken; choose another"
-    ))
 }

@@ -1,18 +1,22 @@
-//! Delivery (200-205): store-and-forward queues of opaque payloads, one per recipient
+//! Delivery (200-206): store-and-forward queues of opaque payloads, one per recipient
 //! identity. A caller only ever reads and acknowledges its own queue: the queue is chosen by
-//! the session, never by the request.
+//! the session, never by the request. SendTyping (206) pushes PushTyping to the other members
+//! of a channel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::{QpqPush, proto};
+use qpq_schema::{DeliveryService, QpqPush, proto};
 use tokio::sync::{Notify, watch};
 
+use crate::api::channel::{channel_id, refusal};
+use crate::auth::identity_of;
 use crate::live::{Live, SessionId};
-use crate::session::identity_of;
-use crate::store::{IdentityKey, NewMessage, QueuePage, QueuedMessage, Seq, Store, StoreError};
+use crate::store::{
+    IdentityKey, NewMessage, QueuePage, QueuedMessage, Refusal, Seq, Store, StoreError,
+};
 use crate::{Messenger, errors};
 
 /// Page size when the request says 0.
@@ -133,7 +137,7 @@ impl<S: Store> Messenger<S> {
         if payload.is_empty() {
             return Err(Status::bad_request("payload must not be empty"));
         }
-        let channel_id = crate::channels::optional_channel_id(channel_id)?;
+        let channel_id = crate::api::channel::optional_channel_id(channel_id)?;
         Ok(NewMessage {
             sender_identity_key: identity_of(session)?,
             sender: session.username.clone(),
@@ -185,7 +189,35 @@ impl<S: Store> Messenger<S> {
         }
     }
 
-    pub(crate) async fn enqueue(
+    /// Removes and returns the front of the caller's queue. Implemented as peek + ack so a
+    /// page cut short by the byte budget loses nothing, and concurrent drains never return the
+    /// same message twice (only what this call's ack removed is returned).
+    async fn drain(&self, identity: &IdentityKey, limit: usize) -> Result<QueuePage, Status> {
+        let mut page = self
+            .store
+            .peek(identity, Seq::ZERO, limit)
+            .await
+            .map_err(errors::store)?;
+        within_budget(&mut page);
+        if page.messages.is_empty() {
+            return Ok(page);
+        }
+        let seqs: Vec<Seq> = page.messages.iter().map(|m| m.seq).collect();
+        let outcome = self
+            .store
+            .ack(identity, &seqs)
+            .await
+            .map_err(errors::store)?;
+        if !outcome.unknown.is_empty() {
+            page.messages.retain(|m| outcome.removed.contains(&m.seq));
+            page.more = true;
+        }
+        Ok(page)
+    }
+}
+
+impl<S: Store> DeliveryService for Messenger<S> {
+    async fn enqueue(
         &self,
         ctx: Ctx<Session>,
         request: proto::EnqueueRequest,
@@ -216,79 +248,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn batch_enqueue(
-        &self,
-        ctx: Ctx<Session>,
-        request: proto::BatchEnqueueRequest,
-    ) -> Result<proto::BatchEnqueueResponse, Status> {
-        if request.items.is_empty() {
-            return Err(Status::bad_request("items must not be empty"));
-        }
-        if request.items.len() > MAX_BATCH {
-            return Err(Status::bad_request(format!(
-                "a batch holds at most {MAX_BATCH} items, got {}",
-                request.items.len()
-            )));
-        }
-        if self.any_remote(&request.items) {
-            // Local and remote items in one durable write (`federation/`).
-            return self.batch_enqueue_with_remote(ctx.auth(), request).await;
-        }
-        let mut deliveries = Vec::with_capacity(request.items.len());
-        for (i, item) in request.items.into_iter().enumerate() {
-            let at = |status: Status| {
-                Status::new(status.code(), format!("item {i}: {}", status.message()))
-            };
-            let recipient = self.recipient(item.recipient.as_ref()).await.map_err(at)?;
-            let message =
-                Self::new_message(ctx.auth(), item.payload, item.ttl_secs, &item.channel_id)
-                    .map_err(at)?;
-            self.check_channel_sender(&message).await.map_err(at)?;
-            deliveries.push((recipient, message));
-        }
-        let recipients: Vec<IdentityKey> = deliveries.iter().map(|(r, _)| *r).collect();
-        self.rate_limits
-            .check_pairs(&identity_of(ctx.auth())?, &recipients)?;
-        let seqs = self
-            .store
-            .enqueue(deliveries.clone())
-            .await
-            .map_err(Self::enqueue_error)?;
-        for ((recipient, message), seq) in deliveries.iter().zip(&seqs) {
-            self.announce(recipient, *seq, message);
-        }
-        Ok(proto::BatchEnqueueResponse {
-            seqs: seqs.into_iter().map(|s| s.0).collect(),
-        })
-    }
-
-    /// Removes and returns the front of the caller's queue. Implemented as peek + ack so a
-    /// page cut short by the byte budget loses nothing, and concurrent drains never return the
-    /// same message twice (only what this call's ack removed is returned).
-    async fn drain(&self, identity: &IdentityKey, limit: usize) -> Result<QueuePage, Status> {
-        let mut page = self
-            .store
-            .peek(identity, Seq::ZERO, limit)
-            .await
-            .map_err(errors::store)?;
-        within_budget(&mut page);
-        if page.messages.is_empty() {
-            return Ok(page);
-        }
-        let seqs: Vec<Seq> = page.messages.iter().map(|m| m.seq).collect();
-        let outcome = self
-            .store
-            .ack(identity, &seqs)
-            .await
-            .map_err(errors::store)?;
-        if !outcome.unknown.is_empty() {
-            page.messages.retain(|m| outcome.removed.contains(&m.seq));
-            page.more = true;
-        }
-        Ok(page)
-    }
-
-    pub(crate) async fn fetch(
+    async fn fetch(
         &self,
         ctx: Ctx<Session>,
         request: proto::FetchRequest,
@@ -301,52 +261,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn peek(
-        &self,
-        ctx: Ctx<Session>,
-        request: proto::PeekRequest,
-    ) -> Result<proto::PeekResponse, Status> {
-        let identity = identity_of(ctx.auth())?;
-        let mut page = self
-            .store
-            .peek(&identity, Seq(request.after_seq), page_size(request.limit))
-            .await
-            .map_err(errors::store)?;
-        within_budget(&mut page);
-        Ok(proto::PeekResponse {
-            more: page.more,
-            messages: page.messages.into_iter().map(to_proto).collect(),
-        })
-    }
-
-    pub(crate) async fn ack(
-        &self,
-        ctx: Ctx<Session>,
-        request: proto::AckRequest,
-    ) -> Result<proto::AckResponse, Status> {
-        if request.seqs.is_empty() {
-            return Err(Status::bad_request("seqs must name at least one message"));
-        }
-        if request.seqs.len() > MAX_ACK {
-            return Err(Status::bad_request(format!(
-                "one Ack takes at most {MAX_ACK} sequence numbers, got {}",
-                request.seqs.len()
-            )));
-        }
-        let identity = identity_of(ctx.auth())?;
-        let seqs: Vec<Seq> = request.seqs.iter().map(|s| Seq(*s)).collect();
-        let outcome = self
-            .store
-            .ack(&identity, &seqs)
-            .await
-            .map_err(errors::store)?;
-        Ok(proto::AckResponse {
-            removed: outcome.removed.into_iter().map(|s| s.0).collect(),
-            unknown: outcome.unknown.into_iter().map(|s| s.0).collect(),
-        })
-    }
-
-    pub(crate) async fn fetch_wait(
+    async fn fetch_wait(
         &self,
         ctx: Ctx<Session>,
         request: proto::FetchWaitRequest,
@@ -409,6 +324,141 @@ impl<S: Store> Messenger<S> {
                 }
             }
         }
+    }
+
+    async fn peek(
+        &self,
+        ctx: Ctx<Session>,
+        request: proto::PeekRequest,
+    ) -> Result<proto::PeekResponse, Status> {
+        let identity = identity_of(ctx.auth())?;
+        let mut page = self
+            .store
+            .peek(&identity, Seq(request.after_seq), page_size(request.limit))
+            .await
+            .map_err(errors::store)?;
+        within_budget(&mut page);
+        Ok(proto::PeekResponse {
+            more: page.more,
+            messages: page.messages.into_iter().map(to_proto).collect(),
+        })
+    }
+
+    async fn ack(
+        &self,
+        ctx: Ctx<Session>,
+        request: proto::AckRequest,
+    ) -> Result<proto::AckResponse, Status> {
+        if request.seqs.is_empty() {
+            return Err(Status::bad_request("seqs must name at least one message"));
+        }
+        if request.seqs.len() > MAX_ACK {
+            return Err(Status::bad_request(format!(
+                "one Ack takes at most {MAX_ACK} sequence numbers, got {}",
+                request.seqs.len()
+            )));
+        }
+        let identity = identity_of(ctx.auth())?;
+        let seqs: Vec<Seq> = request.seqs.iter().map(|s| Seq(*s)).collect();
+        let outcome = self
+            .store
+            .ack(&identity, &seqs)
+            .await
+            .map_err(errors::store)?;
+        Ok(proto::AckResponse {
+            removed: outcome.removed.into_iter().map(|s| s.0).collect(),
+            unknown: outcome.unknown.into_iter().map(|s| s.0).collect(),
+        })
+    }
+
+    async fn batch_enqueue(
+        &self,
+        ctx: Ctx<Session>,
+        request: proto::BatchEnqueueRequest,
+    ) -> Result<proto::BatchEnqueueResponse, Status> {
+        if request.items.is_empty() {
+            return Err(Status::bad_request("items must not be empty"));
+        }
+        if request.items.len() > MAX_BATCH {
+            return Err(Status::bad_request(format!(
+                "a batch holds at most {MAX_BATCH} items, got {}",
+                request.items.len()
+            )));
+        }
+        if self.any_remote(&request.items) {
+            // Local and remote items in one durable write (`federation/`).
+            return self.batch_enqueue_with_remote(ctx.auth(), request).await;
+        }
+        let mut deliveries = Vec::with_capacity(request.items.len());
+        for (i, item) in request.items.into_iter().enumerate() {
+            let at = |status: Status| {
+                Status::new(status.code(), format!("item {i}: {}", status.message()))
+            };
+            let recipient = self.recipient(item.recipient.as_ref()).await.map_err(at)?;
+            let message =
+                Self::new_message(ctx.auth(), item.payload, item.ttl_secs, &item.channel_id)
+                    .map_err(at)?;
+            self.check_channel_sender(&message).await.map_err(at)?;
+            deliveries.push((recipient, message));
+        }
+        let recipients: Vec<IdentityKey> = deliveries.iter().map(|(r, _)| *r).collect();
+        self.rate_limits
+            .check_pairs(&identity_of(ctx.auth())?, &recipients)?;
+        let seqs = self
+            .store
+            .enqueue(deliveries.clone())
+            .await
+            .map_err(Self::enqueue_error)?;
+        for ((recipient, message), seq) in deliveries.iter().zip(&seqs) {
+            self.announce(recipient, *seq, message);
+        }
+        Ok(proto::BatchEnqueueResponse {
+            seqs: seqs.into_iter().map(|s| s.0).collect(),
+        })
+    }
+
+    async fn send_typing(
+        &self,
+        ctx: Ctx<Session>,
+        request: proto::SendTypingRequest,
+    ) -> Result<proto::SendTypingResponse, Status> {
+        let caller = identity_of(ctx.auth())?;
+        let id = channel_id(&request.channel_id)?;
+        if self
+            .store
+            .member(&id, &caller)
+            .await
+            .map_err(errors::store)?
+            .is_none()
+        {
+            let exists = self
+                .store
+                .channel(&id)
+                .await
+                .map_err(errors::store)?
+                .is_some();
+            return Err(refusal(if exists {
+                Refusal::NotMember
+            } else {
+                Refusal::NoChannel
+            }));
+        }
+        let members = self
+            .store
+            .member_identities(&id)
+            .await
+            .map_err(errors::store)?;
+        let event = proto::TypingEvent {
+            channel_id: request.channel_id,
+            identity_key: Bytes::copy_from_slice(&caller),
+            typing: request.typing,
+        };
+        for member in members.iter().filter(|m| **m != caller) {
+            for connection in self.live.connections_of(member) {
+                let _ = connection.push().push_typing(&event);
+            }
+        }
+        Ok(proto::SendTypingResponse {})
     }
 }
 

@@ -9,14 +9,14 @@
 
 use bytes::Bytes;
 use qpq_runtime::{Admin, Ctx, Session, Status};
-use qpq_schema::{QpqPush, proto};
+use qpq_schema::{ModerationService, QpqPush, proto};
 use rand::RngCore;
 use rand::rngs::OsRng;
 
-use crate::channels::{channel_id, optional_channel_id, refusal};
+use crate::api::channel::{channel_id, optional_channel_id, refusal};
+use crate::api::keys::identity_field;
+use crate::auth::identity_of;
 use crate::clock::now_ms;
-use crate::keys::identity_field;
-use crate::session::identity_of;
 use crate::store::{BanRecord, BanScope, ChannelId, IdentityKey, Refusal, ReportRecord, Store};
 use crate::{Messenger, errors};
 
@@ -106,8 +106,10 @@ impl<S: Store> Messenger<S> {
             )),
         }
     }
+}
 
-    pub(crate) async fn report_message(
+impl<S: Store> ModerationService for Messenger<S> {
+    async fn report_message(
         &self,
         ctx: Ctx<Session>,
         request: proto::ReportMessageRequest,
@@ -187,7 +189,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn ban_user(
+    async fn ban_user(
         &self,
         ctx: Ctx<Session>,
         request: proto::BanUserRequest,
@@ -256,7 +258,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn unban_user(
+    async fn unban_user(
         &self,
         ctx: Ctx<Session>,
         request: proto::UnbanUserRequest,
@@ -273,7 +275,7 @@ impl<S: Store> Messenger<S> {
         Ok(proto::UnbanUserResponse { was_banned })
     }
 
-    pub(crate) async fn list_reports(
+    async fn list_reports(
         &self,
         _ctx: Ctx<Admin>,
         request: proto::ListReportsRequest,
@@ -289,7 +291,7 @@ impl<S: Store> Messenger<S> {
         })
     }
 
-    pub(crate) async fn list_banned(
+    async fn list_banned(
         &self,
         _ctx: Ctx<Admin>,
         request: proto::ListBannedRequest,

@@ -11,11 +11,11 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use qpq_runtime::{Ctx, Session, Status};
-use qpq_schema::proto;
+use qpq_runtime::{Anonymous, Ctx, Session, Status};
+use qpq_schema::{P2pService, proto};
 
+use crate::auth::identity_of;
 use crate::clock::now_ms;
-use crate::session::identity_of;
 use crate::store::{EndpointRecord, IdentityKey, Store, StoreError};
 use crate::{Messenger, errors};
 
@@ -71,7 +71,42 @@ fn check_endpoint(endpoint: &proto::P2pEndpoint) -> Result<[u8; 32], Status> {
 }
 
 impl<S: Store> Messenger<S> {
-    pub(crate) async fn publish_endpoint(
+    /// Deletes expired endpoints (called by the sweeper).
+    pub(crate) async fn sweep_endpoints(&self) {
+        loop {
+            match self.store.purge_expired_endpoints(now_ms()).await {
+                Ok((_, true)) => continue,
+                Ok((_, false)) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "endpoint sweep failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl<S: Store> P2pService for Messenger<S> {
+    async fn health(
+        &self,
+        _ctx: Ctx<Anonymous>,
+        _request: proto::HealthRequest,
+    ) -> Result<proto::HealthResponse, Status> {
+        let status = if self.is_serving() {
+            proto::ServingStatus::Serving
+        } else {
+            proto::ServingStatus::NotServing
+        };
+        Ok(proto::HealthResponse {
+            status: status as i32,
+            uptime_secs: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_time_unix_ms: now_ms(),
+            domain: self.config.domain.clone().unwrap_or_default(),
+        })
+    }
+
+    async fn publish_endpoint(
         &self,
         ctx: Ctx<Session>,
         request: proto::PublishEndpointRequest,
@@ -106,7 +141,7 @@ impl<S: Store> Messenger<S> {
         }
     }
 
-    pub(crate) async fn resolve_endpoint(
+    async fn resolve_endpoint(
         &self,
         _ctx: Ctx<Session>,
         request: proto::ResolveEndpointRequest,
@@ -134,19 +169,5 @@ impl<S: Store> Messenger<S> {
             })
             .collect();
         Ok(proto::ResolveEndpointResponse { endpoints })
-    }
-
-    /// Deletes expired endpoints (called by the sweeper).
-    pub(crate) async fn sweep_endpoints(&self) {
-        loop {
-            match self.store.purge_expired_endpoints(now_ms()).await {
-                Ok((_, true)) => continue,
-                Ok((_, false)) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "endpoint sweep failed");
-                    break;
-                }
-            }
-        }
     }
 }

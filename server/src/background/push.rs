@@ -1,6 +1,6 @@
 //! Content-free wake-ups of offline devices through push services.
 //!
-//! When a message is queued for an identity none of whose devices is connected, `delivery.rs`
+//! When a message is queued for an identity none of whose devices is connected, `api/delivery.rs`
 //! calls [`PushQueue::request`] (it never blocks and never fails the enqueue). The [`run`]
 //! task takes the request, looks up the identity's devices that have push tokens and asks the
 //! [`PushGateway`] to wake each one, with at most [`MAX_IN_FLIGHT`] deliveries at a time;
