@@ -42,13 +42,13 @@ use qpq_schema::QpqServer;
 
 use crate::auth::{LimiterConfig, LoginConfig, LoginLimiter, OpaqueServer};
 use crate::live::Live;
-use crate::store::{Durability, FjallStore, QueueLimits, Store, StoreOptions};
+use crate::store::{Durability, FjallStore, QueueLimits, StorageEngine, Store, StoreOptions};
 
 pub use config::{Command, Config, ConfigError, LogFormat, PeerConfig};
 pub use limits::{Rate, RateLimitSetting, Scope};
 
 /// The server's state, shared by every call. `S` is the storage backend.
-pub struct Messenger<S: Store = FjallStore> {
+pub struct Messenger<S: Store> {
     config: Config,
     started: Instant,
     store: S,
@@ -112,7 +112,7 @@ pub struct RunningServer {
     pub metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    store: FjallStore,
+    engine: Option<Arc<dyn StorageEngine>>,
 }
 
 impl RunningServer {
@@ -130,15 +130,24 @@ impl RunningServer {
         self.handle.clone()
     }
 
-    /// Fault injection for tests: the next journal sync fails as if `fsync` had, and the
-    /// store refuses everything after it (Unavailable).
+    /// Fault injection for tests: the next durable commit fails as if the engine's sync had,
+    /// and the store refuses everything after it (Unavailable).
+    ///
+    /// # Panics
+    ///
+    /// When the store has no [`StorageEngine`] to inject into (a test of such a backend must
+    /// not pass without the fault it asked for).
     #[doc(hidden)]
     pub fn inject_sync_failure_for_tests(&self) {
-        self.store.inject_sync_failure_for_tests();
+        self.engine
+            .as_ref()
+            .expect("this store has no engine to inject a fault into")
+            .inject_commit_failure_for_tests();
     }
 }
 
-/// Opens the data directory, loads or generates the certificate, and starts serving.
+/// Opens the data directory, loads or generates the certificate, opens the store and starts
+/// serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -162,7 +171,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     let opaque = OpaqueServer::load_or_create_with(&config.data_dir, login, auth::Clock::system())
         .context("could not load or create the OPAQUE server setup")?;
-    let store_dir = config.data_dir.join("db");
+    let store = open_embedded_store(&config).await?;
+    serve(config, identity, opaque, store).await
+}
+
+/// The embedded default store in `<data-dir>/db`, with the configured durability and queue
+/// limits.
+async fn open_embedded_store(config: &Config) -> anyhow::Result<FjallStore> {
+    let store_dir = config.data_dir.join(ops::backup::DB_DIR);
     let options = StoreOptions {
         durability: if config.sync_each_write {
             Durability::SyncEachWrite
@@ -176,32 +192,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         },
         ..StoreOptions::default()
     };
-    let store = tokio::task::spawn_blocking(move || FjallStore::open(&store_dir, options))
+    let dir = store_dir.clone();
+    tokio::task::spawn_blocking(move || FjallStore::open(&dir, options))
         .await
         .context("store open task failed")?
-        .with_context(|| {
-            format!(
-                "could not open the database in {}",
-                config.data_dir.join("db").display()
-            )
-        })?;
-    let control_store = store.clone();
-    let fault_store = store.clone();
-    let gauges_store = store.clone();
-    let gauges: ops::metrics::StoreGauges = Arc::new(move || {
-        let store = gauges_store.clone();
-        Box::pin(async move {
-            let (queued_messages, queued_bytes, nonempty_queues) =
-                store.queue_totals().await.unwrap_or_default();
-            ops::metrics::StoreSnapshot {
-                queued_messages,
-                queued_bytes,
-                nonempty_queues,
-                sync: store.sync_stats(),
-            }
-        })
-    });
-    let metrics = Arc::new(ops::metrics::Metrics::new(gauges));
+        .with_context(|| format!("could not open the database in {}", store_dir.display()))
+}
+
+/// Serves on any store: builds the messenger, binds QUIC and starts the background tasks.
+/// The store is held as the [`Store`] trait from here on; its engine's figures and backup
+/// are reached through [`Store::engine`].
+async fn serve<S: Store>(
+    config: Config,
+    identity: TlsIdentity,
+    opaque: OpaqueServer,
+    store: S,
+) -> anyhow::Result<RunningServer> {
+    let engine = store.engine();
+    let metrics = Arc::new(ops::metrics::Metrics::new(ops::metrics::gauges(
+        store.clone(),
+    )));
     let messenger = Arc::new(
         Messenger::new(config.clone(), store, opaque)?.with_federation_identity(&identity)?,
     );
@@ -226,12 +236,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tasks.push(tokio::spawn(ops::metrics::serve(listener, metrics)));
     }
     tasks.push(tokio::spawn(background::presence::run(messenger.clone())));
-    let control = ops::backup::bind_control(&config.data_dir)?;
-    tasks.push(tokio::spawn(ops::backup::serve_control(
-        control,
-        control_store,
-        config.data_dir.clone(),
-    )));
+    if let Some(engine) = &engine {
+        let control = ops::backup::bind_control(&config.data_dir)?;
+        tasks.push(tokio::spawn(ops::backup::serve_control(
+            control,
+            Arc::clone(engine),
+            config.data_dir.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(background::push::run(
         messenger.clone(),
         background::push::HttpPushGateway::new(&config),
@@ -250,6 +262,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         identity,
         handle,
         tasks,
-        store: fault_store,
+        engine,
     })
 }

@@ -8,7 +8,7 @@ use qpq_schema::{AccountService, proto};
 
 use crate::api::auth::MAX_USERNAME;
 use crate::auth::identity_of;
-use crate::store::{AccountSummary, Store};
+use crate::store::{AccountSummary, Store, SyncStats};
 use crate::{Messenger, errors};
 
 /// ListUsers page size when the request says 0.
@@ -117,7 +117,14 @@ impl<S: Store> AccountService for Messenger<S> {
         _request: proto::StorageStatsRequest,
     ) -> Result<proto::StorageStatsResponse, Status> {
         let stats = self.store.storage_stats().await.map_err(errors::store)?;
-        let sync = &stats.sync;
+        // The engine's own figures; a backend without them answers zeros.
+        let (disk_bytes, sync) = match self.store.engine() {
+            Some(engine) => (
+                engine.disk_bytes().await.map_err(errors::store)?,
+                engine.commit_stats(),
+            ),
+            None => (0, SyncStats::default()),
+        };
         Ok(proto::StorageStatsResponse {
             accounts: stats.accounts,
             live_sessions: stats.live_sessions,
@@ -131,7 +138,7 @@ impl<S: Store> AccountService for Messenger<S> {
             kt_log_size: stats.kt_log_size,
             federation_outbox_messages: stats.outbox_messages,
             federation_outbox_bytes: stats.outbox_bytes,
-            disk_bytes: stats.disk_bytes,
+            disk_bytes,
             journal_syncs: sync.count,
             mean_sync_micros: sync.total_micros.checked_div(sync.count).unwrap_or(0),
             last_sync_micros: sync.last_micros,

@@ -14,7 +14,9 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::store::{BackupStats, FjallStore, StoreOptions};
+use std::sync::Arc;
+
+use crate::store::{BackupStats, StorageEngine};
 
 /// The control socket's file name inside the data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -91,7 +93,7 @@ fn copy_tree(from: &Path, to: &Path, top: bool) -> anyhow::Result<u64> {
 
 /// Backs up a data directory whose store is open in this process.
 pub async fn backup_open_store(
-    store: &FjallStore,
+    store: &dyn StorageEngine,
     data_dir: &Path,
     target: &Path,
 ) -> anyhow::Result<BackupReport> {
@@ -133,14 +135,14 @@ pub async fn backup(data_dir: &Path, target: &Path) -> anyhow::Result<String> {
                     socket.display()
                 );
             }
-            let store = FjallStore::open(&db, StoreOptions::default()).with_context(|| {
+            let store = crate::store::open_embedded_engine(&db).with_context(|| {
                 format!(
                     "could not open {} (if a server runs there, its control socket {} is missing)",
                     db.display(),
                     socket.display()
                 )
             })?;
-            let report = backup_open_store(&store, data_dir, &target).await?;
+            let report = backup_open_store(&*store, data_dir, &target).await?;
             Ok(format!("offline backup: {report}"))
         }
     }
@@ -162,7 +164,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<String> {
         );
     }
     // Open the copy once, read-only in spirit, to be sure it is a database before copying.
-    FjallStore::open(&from.join(DB_DIR), StoreOptions::default())
+    crate::store::open_embedded_engine(&from.join(DB_DIR))
         .with_context(|| format!("the backup in {} does not open", from.display()))?;
     let files = copy_tree_all(from, data_dir)?;
     Ok(format!(
@@ -180,7 +182,11 @@ fn copy_tree_all(from: &Path, to: &Path) -> anyhow::Result<u64> {
 }
 
 /// Serves the control socket: one command per connection, `backup <absolute dir>`.
-pub(crate) async fn serve_control(listener: UnixListener, store: FjallStore, data_dir: PathBuf) {
+pub(crate) async fn serve_control(
+    listener: UnixListener,
+    store: Arc<dyn StorageEngine>,
+    data_dir: PathBuf,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -199,7 +205,7 @@ pub(crate) async fn serve_control(listener: UnixListener, store: FjallStore, dat
             let answer = match (read, line.trim_end().split_once(' ')) {
                 (Ok(Ok(_)), Some(("backup", target))) => {
                     tracing::info!(%target, "backup requested");
-                    match backup_open_store(&store, &data_dir, Path::new(target)).await {
+                    match backup_open_store(&*store, &data_dir, Path::new(target)).await {
                         Ok(report) => {
                             tracing::info!(%target, %report, "backup written");
                             format!("ok {report}\n")

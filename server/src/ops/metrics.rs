@@ -19,7 +19,7 @@ use qpq_schema::METHODS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::store::{SYNC_BUCKETS_US, SyncStats};
+use crate::store::{SYNC_BUCKETS_US, Store, SyncStats};
 
 /// Upper bounds (seconds) of the call latency histogram.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -59,6 +59,25 @@ impl Default for MethodStats {
             latency_micros: AtomicU64::new(0),
         }
     }
+}
+
+/// The gauges of `store`: queue totals from the domain, commit figures from its engine (if
+/// it has one).
+pub(crate) fn gauges<S: Store>(store: S) -> StoreGauges {
+    let engine = store.engine();
+    Arc::new(move || {
+        let store = store.clone();
+        let engine = engine.clone();
+        Box::pin(async move {
+            let queues = store.queue_totals().await.unwrap_or_default();
+            StoreSnapshot {
+                queued_messages: queues.messages,
+                queued_bytes: queues.bytes,
+                nonempty_queues: queues.nonempty_queues,
+                sync: engine.map(|e| e.commit_stats()).unwrap_or_default(),
+            }
+        })
+    })
 }
 
 /// Gauges read from the store at scrape time.

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use super::{IdentityKey, QueueDepth, StoreError, SyncStats};
+use super::{IdentityKey, QueueDepth, StoreError};
 
 /// One account as an operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,10 +63,17 @@ pub struct StorageStats {
     pub outbox_messages: u64,
     /// Payload bytes of those messages.
     pub outbox_bytes: u64,
-    /// Space the database's files take on disk (allocated blocks), bytes.
-    pub disk_bytes: u64,
-    /// Journal syncs since the store was opened.
-    pub sync: SyncStats,
+}
+
+/// What waits in the delivery queues, all together (the metrics gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    /// Messages queued across all queues (expired ones not yet swept included).
+    pub messages: u64,
+    /// Payload bytes of those messages.
+    pub bytes: u64,
+    /// Queues holding at least one message.
+    pub nonempty_queues: u64,
 }
 
 /// Operator views. Reads only; they run off the writer, so they never delay a write.
@@ -83,6 +90,11 @@ pub trait AdminStore: Send + Sync + 'static {
     /// Counts and sizes of everything stored. One pass over the keys of the identity index,
     /// the unexpired part of the session expiry index and the channels, and over the values
     /// of the per-queue and per-peer counters and the blob records; the log size is a single
-    /// read, the disk size a walk of the database directory.
+    /// read. (The engine's own figures, such as disk use, are
+    /// [`StorageEngine`](super::StorageEngine)'s.)
     fn storage_stats(&self) -> impl Future<Output = Result<StorageStats, StoreError>> + Send;
+
+    /// Messages, bytes and non-empty queues across all delivery queues: one small record
+    /// per queue.
+    fn queue_totals(&self) -> impl Future<Output = Result<QueueTotals, StoreError>> + Send;
 }

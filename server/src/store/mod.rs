@@ -34,6 +34,7 @@ mod blobs;
 mod channels;
 mod codec;
 mod devices;
+mod engine;
 mod federation;
 mod fjall;
 mod keys;
@@ -49,7 +50,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use self::admin::{AccountPage, AccountSummary, AdminStore, StorageStats};
+pub use self::admin::{AccountPage, AccountSummary, AdminStore, QueueTotals, StorageStats};
 pub use self::blobs::{
     BLOB_PIECE_BYTES, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, NewUpload,
     PurgedUploads, UploadId, UploadState, piece_count,
@@ -61,11 +62,12 @@ pub use self::channels::{
 pub use self::devices::{
     DeviceError, DeviceId, DeviceRecord, DeviceStore, PushPlatform, PushToken, Registered,
 };
+pub use self::engine::{BackupStats, StorageEngine};
 pub use self::federation::{
     FederationStore, OutboxEntry, OutboxLimits, OutboxMessage, RelayId, RelayStored,
     RelayedDelivery,
 };
-pub use self::fjall::{BackupStats, FjallStore, StoreOptions};
+pub use self::fjall::{FjallStore, StoreOptions};
 pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
 pub use self::kt::{KtHead, KtLeafKind, KtLeafRecord, KtProof, KtStore, KtSubject, Revocation};
 pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};
@@ -385,10 +387,12 @@ impl fmt::Debug for Clock {
 /// a recipient act on that identity's queue only; checking that the caller may touch it is
 /// the handler's job.
 ///
-/// The traits of further method groups (keys, channels, blobs, ...) are supertraits, added
-/// to this list as each group lands, so `S: Store` names every capability a handler needs.
+/// The traits of further method groups (keys, channels, blobs, ...) are supertraits, so
+/// `S: Store` names every capability a handler needs. A store is a cheap handle: clones share
+/// one database.
 pub trait Store:
-    Send
+    Clone
+    + Send
     + Sync
     + 'static
     + blobs::BlobStore
@@ -502,6 +506,17 @@ pub trait Store:
         &self,
         now_ms: u64,
     ) -> impl Future<Output = Result<PurgeStats, StoreError>> + Send;
+
+    /// The engine's own figures and operations (commit latencies, disk use, online backup),
+    /// when the backend has them; see [`StorageEngine`].
+    fn engine(&self) -> Option<Arc<dyn StorageEngine>>;
+}
+
+/// Opens the embedded default store in `dir` with default options and answers its engine
+/// (offline backup, and the check that a restored copy opens). Blocking (it recovers the
+/// journal).
+pub fn open_embedded_engine(dir: &std::path::Path) -> Result<Arc<dyn StorageEngine>, StoreError> {
+    Ok(Arc::new(FjallStore::open(dir, StoreOptions::default())?))
 }
 
 /// Lowercase hex for `Debug` output.

@@ -1,4 +1,5 @@
 //! [`AdminStore`] on fjall: reads over the other groups' keyspaces; no keyspace of its own.
+//! Also the [`StorageEngine`] capability (commit figures, disk use, online backup).
 //!
 //! What each figure reads (every one of them off the writer thread, on the blocking pool):
 //!
@@ -11,7 +12,7 @@
 //! | channels | keys of `channels` |
 //! | transparency log size | the `size` record of `kt_meta` |
 //! | outbox messages, bytes | values of `outbox_meta` (one per peer) |
-//! | disk bytes | the files of the database directory (one metadata read per file) |
+//! | disk bytes ([`StorageEngine::disk_bytes`]) | the files of the database directory (one metadata read per file) |
 //!
 //! A page of the account listing is a range read of `accounts` from the key after the
 //! cursor, and per account a point read of `server_bans` and `queue_meta` and a prefix read
@@ -25,9 +26,13 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use qpq_runtime::BoxFuture;
+
 use super::{Engine, FjallStore, engine_err};
 use crate::store::admin::{AccountPage, AccountSummary, AdminStore, StorageStats};
-use crate::store::{QueueDepth, StoreError, codec};
+use crate::store::{
+    BackupStats, QueueDepth, QueueTotals, StorageEngine, StoreError, SyncStats, codec,
+};
 
 /// The smallest key greater than `username` (empty for empty: the start of the keyspace).
 fn key_after(username: &str) -> Vec<u8> {
@@ -106,28 +111,21 @@ impl Engine {
         };
         // A session expiring at `now` is already expired (see `session_by_token_hash`).
         let live_from = self.clock.now_ms().saturating_add(1).to_be_bytes();
-        let (queued_messages, queued_bytes, nonempty_queues) = self.queue_totals()?;
+        let queues = self.queue_totals()?;
         let (blobs, blob_bytes) = self.blob_totals()?;
         let (outbox_messages, outbox_bytes) = self.outbox_totals()?;
         Ok(StorageStats {
             accounts: count_keys(self.identities.iter())?,
             live_sessions: count_keys(self.session_expiry.range(live_from..))?,
-            queued_messages,
-            queued_bytes,
-            nonempty_queues,
+            queued_messages: queues.messages,
+            queued_bytes: queues.bytes,
+            nonempty_queues: queues.nonempty_queues,
             blobs,
             blob_bytes,
             channels: self.channel_count()?,
             kt_log_size: self.kt_size()?,
             outbox_messages,
             outbox_bytes,
-            disk_bytes: allocated_bytes(&self.dir).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "could not measure the database directory {}: {e}",
-                    self.dir.display()
-                ))
-            })?,
-            sync: self.health.sync_stats(),
         })
     }
 }
@@ -140,6 +138,40 @@ impl AdminStore for FjallStore {
 
     async fn storage_stats(&self) -> Result<StorageStats, StoreError> {
         self.blocking(Engine::storage_stats).await
+    }
+
+    async fn queue_totals(&self) -> Result<QueueTotals, StoreError> {
+        self.blocking(Engine::queue_totals).await
+    }
+}
+
+impl StorageEngine for FjallStore {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+
+    fn commit_stats(&self) -> SyncStats {
+        self.inner.engine.health.sync_stats()
+    }
+
+    fn disk_bytes(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.blocking(|engine| {
+            allocated_bytes(&engine.dir).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "could not measure the database directory {}: {e}",
+                    engine.dir.display()
+                ))
+            })
+        }))
+    }
+
+    fn backup_to<'a>(&'a self, target: &'a Path) -> BoxFuture<'a, Result<BackupStats, StoreError>> {
+        let target = target.to_owned();
+        Box::pin(self.blocking(move |engine| engine.backup_to(&target)))
+    }
+
+    fn inject_commit_failure_for_tests(&self) {
+        self.inner.engine.health.inject_sync_failure();
     }
 }
 

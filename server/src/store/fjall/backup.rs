@@ -8,34 +8,14 @@ use std::path::Path;
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 
-use super::{Engine, FjallStore, engine_err};
-use crate::store::StoreError;
-
-/// What a backup copied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BackupStats {
-    /// Keyspaces copied.
-    pub keyspaces: u64,
-    /// Key-value pairs copied.
-    pub entries: u64,
-    /// Bytes of keys and values copied.
-    pub bytes: u64,
-}
+use super::{Engine, engine_err};
+use crate::store::{BackupStats, StoreError};
 
 /// Entries per write batch of the copy, so memory stays bounded on large databases.
 const BATCH: u64 = 10_000;
 
-impl FjallStore {
-    /// Writes a consistent copy of the database into `target`, which must be absent or empty.
-    /// The server keeps serving meanwhile; the copy is synced before this returns.
-    pub async fn backup_to(&self, target: &Path) -> Result<BackupStats, StoreError> {
-        let target = target.to_owned();
-        self.blocking(move |engine| engine.backup_to(&target)).await
-    }
-}
-
 impl Engine {
-    fn backup_to(&self, target: &Path) -> Result<BackupStats, StoreError> {
+    pub(super) fn backup_to(&self, target: &Path) -> Result<BackupStats, StoreError> {
         if let Ok(mut entries) = std::fs::read_dir(target)
             && entries.next().is_some()
         {

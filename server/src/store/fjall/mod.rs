@@ -49,8 +49,6 @@ mod p2p;
 mod record;
 mod recovery;
 
-pub use self::backup::BackupStats;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,7 +59,8 @@ use super::codec::{self, QueueMeta};
 use super::writer::{Health, Writer};
 use super::{
     Account, AckOutcome, Clock, DeletedAccount, Durability, IdentityKey, NewMessage, PurgeStats,
-    QueueDepth, QueueLimit, QueueLimits, QueuePage, Seq, SessionRecord, Store, StoreError,
+    QueueDepth, QueueLimit, QueueLimits, QueuePage, QueueTotals, Seq, SessionRecord, StorageEngine,
+    Store, StoreError,
 };
 
 /// Longest username the store accepts (a sanity bound; handlers enforce the real syntax).
@@ -243,27 +242,9 @@ impl FjallStore {
         self.inner.engine.health.sync_count()
     }
 
-    /// Messages and payload bytes queued across all queues, and the number of non-empty
-    /// queues (for metrics). Scans the per-queue counters: one small record per queue.
-    pub async fn queue_totals(&self) -> Result<(u64, u64, u64), StoreError> {
-        self.blocking(Engine::queue_totals).await
-    }
-
-    /// Journal sync count, time and latency histogram (for metrics).
-    pub fn sync_stats(&self) -> super::writer::SyncStats {
-        self.inner.engine.health.sync_stats()
-    }
-
     /// The queue limits in force.
     pub fn limits(&self) -> QueueLimits {
         self.inner.engine.limits
-    }
-
-    /// Test hook: makes the next journal sync fail as if `fsync` had failed. The writes it
-    /// covers answer `Unavailable`, and so does every call after it (the failure is sticky).
-    #[doc(hidden)]
-    pub fn inject_sync_failure_for_tests(&self) {
-        self.inner.engine.health.inject_sync_failure();
     }
 
     /// Runs a mutating operation on the writer thread; `Ok` once it is durable.
@@ -363,7 +344,7 @@ impl Engine {
     }
 
     /// Messages, payload bytes and non-empty queues, from the per-queue counters.
-    fn queue_totals(&self) -> Result<(u64, u64, u64), StoreError> {
+    fn queue_totals(&self) -> Result<QueueTotals, StoreError> {
         let (mut messages, mut bytes, mut queues) = (0u64, 0u64, 0u64);
         for guard in self.queue_meta.iter() {
             let meta = codec::decode_queue_meta(&guard.value().map_err(engine_err)?)?;
@@ -373,7 +354,11 @@ impl Engine {
             messages = messages.saturating_add(meta.messages);
             bytes = bytes.saturating_add(meta.bytes);
         }
-        Ok((messages, bytes, queues))
+        Ok(QueueTotals {
+            messages,
+            bytes,
+            nonempty_queues: queues,
+        })
     }
 
     fn queue_meta(&self, identity: &IdentityKey) -> Result<QueueMeta, StoreError> {
@@ -980,6 +965,10 @@ impl Store for FjallStore {
 
     async fn purge_expired(&self, now_ms: u64) -> Result<PurgeStats, StoreError> {
         self.write(move |e| e.purge_expired(now_ms)).await
+    }
+
+    fn engine(&self) -> Option<Arc<dyn StorageEngine>> {
+        Some(Arc::new(self.clone()))
     }
 }
 
@@ -1718,7 +1707,7 @@ mod tests {
                 .await
                 .unwrap();
             f.store.enqueue_to(&ALICE, vec![msg("kept")]).await.unwrap();
-            f.store.inject_sync_failure_for_tests();
+            f.store.inject_commit_failure_for_tests();
             let r = f.store.enqueue_to(&ALICE, vec![msg("lost")]).await;
             assert!(
                 matches!(r, Err(StoreError::Unavailable(_))),
