@@ -33,6 +33,7 @@ mod admin;
 mod blobs;
 mod channels;
 mod codec;
+pub mod conformance;
 mod devices;
 mod engine;
 mod federation;

@@ -972,680 +972,81 @@ impl Store for FjallStore {
     }
 }
 
+/// The fjall backend as the conformance suite drives it: a temp directory per store.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FjallBackend;
+
+#[cfg(test)]
+impl crate::store::conformance::Backend for FjallBackend {
+    type Store = FjallStore;
+    type Place = tempfile::TempDir;
+    const PURGE_BOUND: usize = PURGE_CHUNK;
+
+    async fn place(&self) -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    async fn open(
+        &self,
+        place: &tempfile::TempDir,
+        options: &crate::store::conformance::Options,
+    ) -> FjallStore {
+        let dir = place.path().to_owned();
+        let options = StoreOptions {
+            durability: Durability::GroupCommit,
+            limits: options.limits,
+            clock: options.clock.clone(),
+        };
+        tokio::task::spawn_blocking(move || FjallStore::open(&dir, options))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn census(&self, store: &FjallStore) -> BTreeMap<String, u64> {
+        let engine = Arc::clone(&store.inner.engine);
+        tokio::task::spawn_blocking(move || {
+            engine
+                .db
+                .list_keyspace_names()
+                .into_iter()
+                .map(|name| {
+                    let keyspace = engine
+                        .db
+                        .keyspace(&name, KeyspaceCreateOptions::default)
+                        .unwrap();
+                    (name.to_string(), keyspace.iter().count() as u64)
+                })
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use super::FjallBackend;
+
+    crate::store_conformance_suite!(FjallBackend);
+}
+
+/// What only this engine has: its directory lock, group-commit sync sharing and the
+/// sync-each-write mode.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use crate::store::conformance::{ALICE, Backend, Fixture, account, msg};
 
-    const ALICE: IdentityKey = [0xa1; 32];
-    const BOB: IdentityKey = [0xb0; 32];
-    const T0: u64 = 1_700_000_000_000;
-
-    struct Fixture {
-        dir: tempfile::TempDir,
-        clock: Arc<AtomicU64>,
-        store: FjallStore,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            Self::with(Durability::GroupCommit, QueueLimits::default())
-        }
-
-        fn with(durability: Durability, limits: QueueLimits) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let clock = Arc::new(AtomicU64::new(T0));
-            let store = open(dir.path(), &clock, durability, limits);
-            Fixture { dir, clock, store }
-        }
-
-        fn advance(&self, ms: u64) {
-            self.clock.fetch_add(ms, Ordering::SeqCst);
-        }
-
-        /// Drops the store and opens the same directory again.
-        fn reopen(self) -> Self {
-            let Fixture { dir, clock, store } = self;
-            let limits = store.limits();
-            drop(store);
-            let store = open(dir.path(), &clock, Durability::GroupCommit, limits);
-            Fixture { dir, clock, store }
-        }
-    }
-
-    fn open(
-        dir: &Path,
-        clock: &Arc<AtomicU64>,
-        durability: Durability,
-        limits: QueueLimits,
-    ) -> FjallStore {
-        let c = Arc::clone(clock);
-        FjallStore::open(
-            dir,
-            StoreOptions {
-                durability,
-                limits,
-                clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
-            },
-        )
-        .unwrap()
-    }
-
-    fn account(name: &str, identity: IdentityKey) -> Account {
-        Account {
-            username: name.into(),
-            identity_key: identity,
-            password_file: vec![1, 2, 3],
-            created_at_ms: T0,
-        }
-    }
-
-    fn session(token: u8, name: &str, identity: IdentityKey, expires_at_ms: u64) -> SessionRecord {
-        SessionRecord {
-            token_hash: [token; 32],
-            username: name.into(),
-            identity_key: identity,
-            device_id: Some(vec![token]),
-            created_at_ms: T0,
-            expires_at_ms,
-            login_at_ms: T0,
-        }
-    }
-
-    fn msg(payload: &str) -> NewMessage {
-        NewMessage {
-            sender_identity_key: BOB,
-            sender: "bob".into(),
-            channel_id: None,
-            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
-            ttl_ms: None,
-        }
-    }
-
-    /// The single-recipient form most tests use.
-    trait EnqueueTo {
-        async fn enqueue_to(
-            &self,
-            recipient: &IdentityKey,
-            messages: Vec<NewMessage>,
-        ) -> Result<Vec<Seq>, StoreError>;
-    }
-
-    impl EnqueueTo for FjallStore {
-        async fn enqueue_to(
-            &self,
-            recipient: &IdentityKey,
-            messages: Vec<NewMessage>,
-        ) -> Result<Vec<Seq>, StoreError> {
-            self.enqueue(messages.into_iter().map(|m| (*recipient, m)).collect())
-                .await
-        }
-    }
-
-    #[tokio::test]
-    async fn multi_recipient_enqueue_is_all_or_nothing() {
-        let f = with_alice().await;
-        let s = &f.store;
-        s.create_account(account("bob", BOB)).await.unwrap();
-        let seqs = s
-            .enqueue(vec![
-                (ALICE, msg("a1")),
-                (BOB, msg("b1")),
-                (ALICE, msg("a2")),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(seqs, [Seq(1), Seq(1), Seq(2)]);
-        // An unknown recipient anywhere in the batch stores nothing for the others.
-        let unknown = [9u8; 32];
-        assert!(matches!(
-            s.enqueue(vec![(ALICE, msg("a3")), (unknown, msg("x"))])
-                .await,
-            Err(StoreError::NotFound)
-        ));
-        assert_eq!(seqs_of(s, &ALICE).await, [1, 2]);
-        assert_eq!(seqs_of(s, &BOB).await, [1]);
-    }
-
-    async fn seqs_of(s: &FjallStore, who: &IdentityKey) -> Vec<u64> {
-        seqs(&s.peek(who, Seq::ZERO, 100).await.unwrap())
-    }
-
-    fn seqs(page: &QueuePage) -> Vec<u64> {
-        page.messages.iter().map(|m| m.seq.0).collect()
-    }
-
-    async fn with_alice() -> Fixture {
-        let f = Fixture::new();
-        f.store
-            .create_account(account("alice", ALICE))
-            .await
-            .unwrap();
-        f
-    }
-
-    #[test]
-    fn store_is_shareable_across_tasks() {
-        fn assert_send_sync<T: Send + Sync + 'static>() {}
-        assert_send_sync::<FjallStore>();
-    }
-
-    #[tokio::test]
-    async fn account_uniqueness_and_lookup() {
-        let f = with_alice().await;
-        let s = &f.store;
-        assert!(matches!(
-            s.create_account(account("alice", BOB)).await,
-            Err(StoreError::UsernameTaken)
-        ));
-        assert!(matches!(
-            s.create_account(account("alice2", ALICE)).await,
-            Err(StoreError::IdentityTaken)
-        ));
-        assert!(matches!(
-            s.create_account(account("", BOB)).await,
-            Err(StoreError::InvalidArgument(_))
-        ));
-        s.create_account(account("bob", BOB)).await.unwrap();
-        assert_eq!(
-            s.account_by_username("alice").await.unwrap(),
-            Some(account("alice", ALICE))
-        );
-        assert_eq!(
-            s.account_by_identity(&BOB).await.unwrap(),
-            Some(account("bob", BOB))
-        );
-        assert_eq!(s.account_by_username("carol").await.unwrap(), None);
-        assert_eq!(s.account_by_identity(&[9; 32]).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn concurrent_registrations_of_one_name_admit_one() {
-        let f = Fixture::new();
-        let mut tasks = Vec::new();
-        for i in 0..8u8 {
-            let s = f.store.clone();
-            tasks.push(tokio::spawn(async move {
-                s.create_account(account("zed", [i; 32])).await
-            }));
-        }
-        let mut ok = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(()) => ok += 1,
-                Err(e) => assert!(matches!(e, StoreError::UsernameTaken), "{e}"),
-            }
-        }
-        assert_eq!(ok, 1);
-    }
-
-    #[tokio::test]
-    async fn sessions_put_get_expire_delete() {
-        let f = with_alice().await;
-        let s = &f.store;
-        // No account, or the wrong identity: refused.
-        assert!(matches!(
-            s.put_session(session(1, "carol", BOB, T0 + 10)).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(matches!(
-            s.put_session(session(1, "alice", BOB, T0 + 10)).await,
-            Err(StoreError::NotFound)
-        ));
-        s.put_session(session(1, "alice", ALICE, T0 + 10))
-            .await
-            .unwrap();
-        s.put_session(session(2, "alice", ALICE, T0 + 1_000))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.put_session(session(2, "alice", ALICE, T0 + 1_000)).await,
-            Err(StoreError::InvalidArgument(_))
-        ));
-        assert_eq!(
-            s.session_by_token_hash(&[1; 32]).await.unwrap(),
-            Some(session(1, "alice", ALICE, T0 + 10))
-        );
-        f.advance(10);
-        assert_eq!(
-            s.session_by_token_hash(&[1; 32]).await.unwrap(),
-            None,
-            "expired"
-        );
-        assert!(s.session_by_token_hash(&[2; 32]).await.unwrap().is_some());
-
-        let removed = s.delete_session(&[2; 32]).await.unwrap();
-        assert_eq!(removed, Some(session(2, "alice", ALICE, T0 + 1_000)));
-        assert_eq!(s.delete_session(&[2; 32]).await.unwrap(), None);
-        assert_eq!(s.session_by_token_hash(&[2; 32]).await.unwrap(), None);
-
-        s.put_session(session(3, "alice", ALICE, T0 + 5_000))
-            .await
-            .unwrap();
-        let mut all = s.delete_sessions_of("alice").await.unwrap();
-        all.sort_by_key(|r| r.token_hash);
-        assert_eq!(
-            all,
-            vec![
-                session(1, "alice", ALICE, T0 + 10),
-                session(3, "alice", ALICE, T0 + 5_000)
-            ]
-        );
-        assert_eq!(s.session_by_token_hash(&[3; 32]).await.unwrap(), None);
-        assert!(s.delete_sessions_of("alice").await.unwrap().is_empty());
-        assert!(s.delete_sessions_of("nobody").await.unwrap().is_empty());
-        assert_eq!(f.store.inner.engine.session_index.iter().count(), 0);
-        assert_eq!(f.store.inner.engine.session_expiry.iter().count(), 0);
-    }
-
-    #[tokio::test]
-    async fn fetch_is_fifo_with_pages_and_more() {
-        let f = with_alice().await;
-        let s = &f.store;
-        for i in 1..=5 {
-            let got = s
-                .enqueue_to(&ALICE, vec![msg(&format!("m{i}"))])
-                .await
-                .unwrap();
-            assert_eq!(got, vec![Seq(i)]);
-        }
-        assert_eq!(
-            s.queue_depth(&ALICE).await.unwrap(),
-            QueueDepth {
-                messages: 5,
-                bytes: 10
-            }
-        );
-        let p = s.fetch(&ALICE, 2).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![1, 2], true));
-        assert_eq!(&p.messages[0].payload[..], b"m1");
-        assert_eq!(p.messages[0].sender, "bob");
-        assert_eq!(p.messages[0].sender_identity_key, BOB);
-        assert_eq!(p.messages[0].enqueued_at_ms, T0);
-        let p = s.fetch(&ALICE, 2).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![3, 4], true));
-        let p = s.fetch(&ALICE, 2).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![5], false));
-        let p = s.fetch(&ALICE, 2).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![], false));
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
-        // Another queue is untouched and unknown recipients are refused.
-        assert_eq!(s.fetch(&BOB, 10).await.unwrap(), QueuePage::default());
-        assert!(matches!(
-            s.enqueue_to(&BOB, vec![msg("x")]).await,
-            Err(StoreError::NotFound)
-        ));
-    }
-
-    #[tokio::test]
-    async fn peek_does_not_remove() {
-        let f = with_alice().await;
-        let s = &f.store;
-        let got = s
-            .enqueue_to(&ALICE, vec![msg("a"), msg("b"), msg("c"), msg("d")])
-            .await
-            .unwrap();
-        assert_eq!(got, vec![Seq(1), Seq(2), Seq(3), Seq(4)]);
-        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![1, 2, 3, 4], false));
-        let p = s.peek(&ALICE, Seq(1), 2).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![2, 3], true));
-        let p = s.peek(&ALICE, Seq(4), 2).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![], false));
-        let p = s.peek(&ALICE, Seq(u64::MAX), 2).await.unwrap();
-        assert!(p.messages.is_empty());
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 4);
-        let p = s.fetch(&ALICE, 10).await.unwrap();
-        assert_eq!(seqs(&p), vec![1, 2, 3, 4]);
-    }
-
-    #[tokio::test]
-    async fn ack_reports_removed_and_unknown() {
-        let f = with_alice().await;
-        let s = &f.store;
-        s.enqueue_to(&ALICE, vec![msg("a"), msg("bb"), msg("ccc")])
-            .await
-            .unwrap();
-        let out = s
-            .ack(&ALICE, &[Seq(2), Seq(7), Seq(2), Seq(0), Seq(3)])
-            .await
-            .unwrap();
-        assert_eq!(out.removed, vec![Seq(2), Seq(3)]);
-        assert_eq!(out.unknown, vec![Seq(7), Seq(0)]);
-        assert_eq!(
-            s.queue_depth(&ALICE).await.unwrap(),
-            QueueDepth {
-                messages: 1,
-                bytes: 1
-            }
-        );
-        let out = s.ack(&ALICE, &[Seq(2)]).await.unwrap();
-        assert_eq!((out.removed, out.unknown), (vec![], vec![Seq(2)]));
-        // A seq of another queue is unknown here and stays there.
-        s.create_account(account("bob", BOB)).await.unwrap();
-        s.enqueue_to(&BOB, vec![msg("b1")]).await.unwrap();
-        let out = s.ack(&ALICE, &[Seq(1), Seq(4)]).await.unwrap();
-        assert_eq!((out.removed, out.unknown), (vec![Seq(1)], vec![Seq(4)]));
-        let out = s.ack(&ALICE, &[Seq(1)]).await.unwrap();
-        assert_eq!(out.unknown, vec![Seq(1)]);
-        assert_eq!(s.queue_depth(&BOB).await.unwrap().messages, 1);
-        assert!(
-            s.peek(&ALICE, Seq::ZERO, 10)
-                .await
-                .unwrap()
-                .messages
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn seq_never_reused_after_ack_fetch_and_reopen() {
-        let f = with_alice().await;
-        let s = &f.store;
-        s.enqueue_to(&ALICE, vec![msg("a"), msg("b"), msg("c")])
-            .await
-            .unwrap();
-        s.ack(&ALICE, &[Seq(1), Seq(2), Seq(3)]).await.unwrap();
-        assert_eq!(
-            s.enqueue_to(&ALICE, vec![msg("d")]).await.unwrap(),
-            vec![Seq(4)]
-        );
-        s.fetch(&ALICE, 10).await.unwrap();
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
-        let f = f.reopen();
-        assert_eq!(
-            f.store.enqueue_to(&ALICE, vec![msg("e")]).await.unwrap(),
-            vec![Seq(5)]
-        );
-    }
-
-    #[tokio::test]
-    async fn caps_refuse_with_nothing_stored() {
-        let limits = QueueLimits {
-            max_messages: 3,
-            max_bytes: 10,
-            ..QueueLimits::default()
-        };
-        let f = Fixture::with(Durability::GroupCommit, limits);
-        let s = &f.store;
-        s.create_account(account("alice", ALICE)).await.unwrap();
-        s.enqueue_to(&ALICE, vec![msg("aa"), msg("bb")])
-            .await
-            .unwrap();
-        let err = s
-            .enqueue_to(&ALICE, vec![msg("c"), msg("d")])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::QueueFull {
-                    limit: QueueLimit::Messages(3)
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "recipient queue is full (at most 3 messages)"
-        );
-        let err = s
-            .enqueue_to(&ALICE, vec![msg("0123456")])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::QueueFull {
-                    limit: QueueLimit::Bytes(10)
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            s.queue_depth(&ALICE).await.unwrap(),
-            QueueDepth {
-                messages: 2,
-                bytes: 4
-            }
-        );
-        // The refused batches consumed no sequence numbers.
-        assert_eq!(
-            s.enqueue_to(&ALICE, vec![msg("e")]).await.unwrap(),
-            vec![Seq(3)]
-        );
-        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-        assert_eq!(seqs(&p), vec![1, 2, 3]);
-    }
-
-    #[tokio::test]
-    async fn batch_is_all_or_nothing() {
-        let f = with_alice().await;
-        let s = &f.store;
-        let mut bad = msg("x");
-        bad.sender = "s".repeat(70_000);
-        let err = s
-            .enqueue_to(&ALICE, vec![msg("a"), msg("b"), bad])
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
-        assert!(
-            s.peek(&ALICE, Seq::ZERO, 10)
-                .await
-                .unwrap()
-                .messages
-                .is_empty()
-        );
-        assert_eq!(
-            s.enqueue_to(&ALICE, vec![msg("a"), msg("b")])
-                .await
-                .unwrap(),
-            vec![Seq(1), Seq(2)]
-        );
-    }
-
-    #[tokio::test]
-    async fn ttl_expiry_and_purge() {
-        let limits = QueueLimits {
-            max_messages: 3,
-            default_ttl_ms: 5_000,
-            max_ttl_ms: 10_000,
-            ..QueueLimits::default()
-        };
-        let f = Fixture::with(Durability::GroupCommit, limits);
-        let s = &f.store;
-        s.create_account(account("alice", ALICE)).await.unwrap();
-        let short = NewMessage {
-            ttl_ms: Some(1_000),
-            ..msg("short")
-        };
-        let long = NewMessage {
-            ttl_ms: Some(u64::MAX),
-            ..msg("long")
-        };
-        s.enqueue_to(&ALICE, vec![short, msg("default"), long])
-            .await
-            .unwrap();
-        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-        let expiries: Vec<_> = p.messages.iter().map(|m| m.expires_at_ms - T0).collect();
-        assert_eq!(
-            expiries,
-            vec![1_000, 5_000, 10_000],
-            "default and clamped TTLs"
-        );
-
-        f.advance(1_000);
-        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-        assert_eq!(seqs(&p), vec![2, 3], "expired message is not returned");
-        // The queue is full by count, but the expired message makes room.
-        assert_eq!(
-            s.enqueue_to(&ALICE, vec![msg("new")]).await.unwrap(),
-            vec![Seq(4)]
-        );
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 3);
-
-        f.advance(4_000);
-        // fetch skips and deletes the expired message.
-        let p = s.fetch(&ALICE, 1).await.unwrap();
-        assert_eq!((seqs(&p), p.more), (vec![3], true));
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 1);
-
-        // purge_expired sweeps messages and sessions.
-        s.put_session(session(1, "alice", ALICE, T0 + 6_000))
-            .await
-            .unwrap();
-        f.advance(100_000);
-        let stats = s
-            .purge_expired(f.clock.load(Ordering::SeqCst))
-            .await
-            .unwrap();
-        assert_eq!(
-            stats,
-            PurgeStats {
-                messages: 1,
-                sessions: 1,
-                more: false
-            }
-        );
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
-        assert_eq!(f.store.inner.engine.messages.iter().count(), 0);
-        assert_eq!(f.store.inner.engine.message_expiry.iter().count(), 0);
-        assert_eq!(f.store.inner.engine.sessions.iter().count(), 0);
-        assert_eq!(f.store.inner.engine.session_index.iter().count(), 0);
-        let stats = s
-            .purge_expired(f.clock.load(Ordering::SeqCst))
-            .await
-            .unwrap();
-        assert_eq!(stats, PurgeStats::default());
-    }
-
-    #[tokio::test]
-    async fn purge_works_in_bounded_chunks() {
-        let f = with_alice().await;
-        let s = &f.store;
-        let many: Vec<_> = (0..PURGE_CHUNK + 1)
-            .map(|_| NewMessage {
-                ttl_ms: Some(1),
-                ..msg("x")
-            })
-            .collect();
-        s.enqueue_to(&ALICE, many).await.unwrap();
-        let now = T0 + 1;
-        let first = s.purge_expired(now).await.unwrap();
-        assert_eq!((first.messages, first.more), (PURGE_CHUNK as u64, true));
-        let second = s.purge_expired(now).await.unwrap();
-        assert_eq!((second.messages, second.more), (1, false));
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap(), QueueDepth::default());
-    }
-
-    #[tokio::test]
-    async fn purge_leaves_unexpired_data() {
-        let f = with_alice().await;
-        let s = &f.store;
-        s.enqueue_to(&ALICE, vec![msg("a")]).await.unwrap();
-        s.put_session(session(1, "alice", ALICE, T0 + 1))
-            .await
-            .unwrap();
-        let stats = s.purge_expired(T0).await.unwrap();
-        assert_eq!(stats, PurgeStats::default());
-        assert_eq!(s.queue_depth(&ALICE).await.unwrap().messages, 1);
-        assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn delete_account_removes_everything() {
-        let f = with_alice().await;
-        let s = &f.store;
-        s.create_account(account("bob", BOB)).await.unwrap();
-        s.put_session(session(1, "alice", ALICE, T0 + 10_000))
-            .await
-            .unwrap();
-        s.put_session(session(2, "bob", BOB, T0 + 10_000))
-            .await
-            .unwrap();
-        s.enqueue_to(&ALICE, vec![msg("a"), msg("b")])
-            .await
-            .unwrap();
-        s.enqueue_to(&BOB, vec![msg("c")]).await.unwrap();
-
-        let gone = s.delete_account("alice").await.unwrap();
-        assert_eq!(gone.account, account("alice", ALICE));
-        assert_eq!(gone.sessions, vec![session(1, "alice", ALICE, T0 + 10_000)]);
-        assert_eq!(gone.messages_removed, 2);
-        assert!(matches!(
-            s.delete_account("alice").await,
-            Err(StoreError::NotFound)
-        ));
-
-        assert_eq!(s.account_by_username("alice").await.unwrap(), None);
-        assert_eq!(s.account_by_identity(&ALICE).await.unwrap(), None);
-        assert_eq!(s.session_by_token_hash(&[1; 32]).await.unwrap(), None);
-        assert!(matches!(
-            s.enqueue_to(&ALICE, vec![msg("x")]).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(matches!(
-            s.put_session(session(3, "alice", ALICE, T0 + 10_000)).await,
-            Err(StoreError::NotFound)
-        ));
-        // Nothing keyed by alice is left in any keyspace; bob is intact.
-        let i = &f.store.inner.engine;
-        for ks in [
-            &i.sessions,
-            &i.session_index,
-            &i.session_expiry,
-            &i.messages,
-            &i.message_expiry,
-            &i.queue_meta,
-        ] {
-            assert_eq!(ks.iter().count(), 1, "only bob's record remains");
-        }
-        assert_eq!(i.accounts.iter().count(), 1);
-        assert_eq!(i.identities.iter().count(), 1);
-        assert!(s.session_by_token_hash(&[2; 32]).await.unwrap().is_some());
-        assert_eq!(s.queue_depth(&BOB).await.unwrap().messages, 1);
-        // A deleted account's name can be registered again.
-        s.create_account(account("alice", [0xa2; 32]))
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn reopen_finds_everything_acknowledged() {
-        let f = with_alice().await;
-        f.store
-            .put_session(session(1, "alice", ALICE, T0 + 10_000))
-            .await
-            .unwrap();
-        f.store
-            .enqueue_to(&ALICE, vec![msg("a"), msg("b")])
-            .await
-            .unwrap();
-        f.store.ack(&ALICE, &[Seq(1)]).await.unwrap();
-        let f = f.reopen();
-        let s = &f.store;
-        assert_eq!(
-            s.account_by_identity(&ALICE).await.unwrap(),
-            Some(account("alice", ALICE))
-        );
-        assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
-        let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-        assert_eq!(seqs(&p), vec![2]);
-        assert_eq!(&p.messages[0].payload[..], b"b");
-        assert_eq!(
-            s.queue_depth(&ALICE).await.unwrap(),
-            QueueDepth {
-                messages: 1,
-                bytes: 1
-            }
-        );
+    async fn enqueue_one(store: &FjallStore, payload: &str) {
+        store.enqueue(vec![(ALICE, msg(payload))]).await.unwrap();
     }
 
     #[tokio::test]
     async fn second_open_of_a_directory_is_refused() {
-        let f = Fixture::new();
-        let again = FjallStore::open(f.dir.path(), StoreOptions::default());
+        let f = Fixture::new(&FjallBackend).await;
+        let again = FjallStore::open(f.place.path(), StoreOptions::default());
         assert!(
             matches!(again, Err(StoreError::Unavailable(_))),
             "{again:?}"
@@ -1653,81 +1054,66 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_enqueues_get_distinct_consecutive_seqs_and_share_syncs() {
-        let f = with_alice().await;
+    async fn concurrent_enqueues_share_syncs() {
+        let f = Fixture::with_alice(&FjallBackend).await;
         let before = f.store.sync_count();
         let mut tasks = Vec::new();
         for i in 0..200 {
             let s = f.store.clone();
             tasks.push(tokio::spawn(async move {
-                s.enqueue_to(&ALICE, vec![msg(&format!("{i}"))])
-                    .await
-                    .unwrap()
+                enqueue_one(&s, &format!("{i}")).await;
             }));
         }
-        let mut got = Vec::new();
         for t in tasks {
-            got.extend(t.await.unwrap().into_iter().map(|s| s.0));
+            t.await.unwrap();
         }
-        got.sort_unstable();
-        assert_eq!(got, (1..=200).collect::<Vec<_>>());
         let syncs = f.store.sync_count() - before;
         assert!(
             syncs < 100,
             "group commit must share syncs: {syncs} syncs for 200 writes"
         );
-        // Every seq maps to exactly one stored message, in order.
-        let p = f.store.peek(&ALICE, Seq::ZERO, 1_000).await.unwrap();
-        assert_eq!(seqs(&p), (1..=200).collect::<Vec<_>>());
+    }
+
+    fn sync_each_write(dir: &Path) -> FjallStore {
+        FjallStore::open(
+            dir,
+            StoreOptions {
+                durability: Durability::SyncEachWrite,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap()
     }
 
     #[tokio::test]
     async fn sync_each_write_syncs_once_per_write() {
-        let f = Fixture::with(Durability::SyncEachWrite, QueueLimits::default());
-        f.store
-            .create_account(account("alice", ALICE))
-            .await
-            .unwrap();
-        let before = f.store.sync_count();
+        let place = FjallBackend.place().await;
+        let store = sync_each_write(place.path());
+        store.create_account(account("alice", ALICE)).await.unwrap();
+        let before = store.sync_count();
         for _ in 0..5 {
-            f.store.enqueue_to(&ALICE, vec![msg("a")]).await.unwrap();
+            enqueue_one(&store, "a").await;
         }
-        assert_eq!(f.store.sync_count() - before, 5);
+        assert_eq!(store.sync_count() - before, 5);
         // Reads do not sync.
-        f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-        assert_eq!(f.store.sync_count() - before, 5);
+        store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(store.sync_count() - before, 5);
     }
 
     #[tokio::test]
-    async fn failed_sync_answers_unavailable_never_ok() {
-        for durability in [Durability::GroupCommit, Durability::SyncEachWrite] {
-            let f = Fixture::with(durability, QueueLimits::default());
-            f.store
-                .create_account(account("alice", ALICE))
-                .await
-                .unwrap();
-            f.store.enqueue_to(&ALICE, vec![msg("kept")]).await.unwrap();
-            f.store.inject_commit_failure_for_tests();
-            let r = f.store.enqueue_to(&ALICE, vec![msg("lost")]).await;
-            assert!(
-                matches!(r, Err(StoreError::Unavailable(_))),
-                "{durability:?}: {r:?}"
-            );
-            // Sticky: later writes and reads are refused too.
-            let r = f.store.enqueue_to(&ALICE, vec![msg("later")]).await;
-            assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-            assert!(matches!(
-                f.store.peek(&ALICE, Seq::ZERO, 1).await,
-                Err(StoreError::Unavailable(_))
-            ));
-            assert!(matches!(
-                f.store.session_by_token_hash(&[0; 32]).await,
-                Err(StoreError::Unavailable(_))
-            ));
-            // After a restart the acknowledged message is there.
-            let f = f.reopen();
-            let p = f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
-            assert_eq!(&p.messages[0].payload[..], b"kept");
-        }
+    async fn a_failed_sync_in_sync_each_write_mode_answers_unavailable_never_ok() {
+        let place = FjallBackend.place().await;
+        let store = sync_each_write(place.path());
+        store.create_account(account("alice", ALICE)).await.unwrap();
+        enqueue_one(&store, "kept").await;
+        store.inject_commit_failure_for_tests();
+        let r = store.enqueue(vec![(ALICE, msg("lost"))]).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        let r = store.peek(&ALICE, Seq::ZERO, 1).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        drop(store);
+        let store = sync_each_write(place.path());
+        let p = store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(&p.messages[0].payload[..], b"kept");
     }
 }

@@ -1,0 +1,235 @@
+//! Accounts and sessions ([`Store`]'s account half), account deletion, reopening, and the
+//! durability policy (a failed commit never answers `Ok`).
+
+use super::{ALICE, BOB, Backend, Fixture, T0, account, msg, session};
+use crate::store::{Seq, Store, StoreError};
+
+pub async fn store_is_shareable_across_tasks<B: Backend>(_backend: &B) {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<B::Store>();
+}
+
+pub async fn account_uniqueness_and_lookup<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    let s = &f.store;
+    assert!(matches!(
+        s.create_account(account("alice", BOB)).await,
+        Err(StoreError::UsernameTaken)
+    ));
+    assert!(matches!(
+        s.create_account(account("alice2", ALICE)).await,
+        Err(StoreError::IdentityTaken)
+    ));
+    assert!(matches!(
+        s.create_account(account("", BOB)).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    s.create_account(account("bob", BOB)).await.unwrap();
+    assert_eq!(
+        s.account_by_username("alice").await.unwrap(),
+        Some(account("alice", ALICE))
+    );
+    assert_eq!(
+        s.account_by_identity(&BOB).await.unwrap(),
+        Some(account("bob", BOB))
+    );
+    assert_eq!(s.account_by_username("carol").await.unwrap(), None);
+    assert_eq!(s.account_by_identity(&[9; 32]).await.unwrap(), None);
+}
+
+pub async fn concurrent_registrations_of_one_name_admit_one<B: Backend>(backend: &B) {
+    let f = Fixture::new(backend).await;
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let s = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_account(account("zed", [i; 32])).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => assert!(matches!(e, StoreError::UsernameTaken), "{e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+pub async fn sessions_put_get_expire_delete<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    let s = &f.store;
+    let before = f.census().await;
+    // No account, or the wrong identity: refused.
+    assert!(matches!(
+        s.put_session(session(1, "carol", BOB, T0 + 10)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.put_session(session(1, "alice", BOB, T0 + 10)).await,
+        Err(StoreError::NotFound)
+    ));
+    s.put_session(session(1, "alice", ALICE, T0 + 10))
+        .await
+        .unwrap();
+    s.put_session(session(2, "alice", ALICE, T0 + 1_000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.put_session(session(2, "alice", ALICE, T0 + 1_000)).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_ne!(f.census().await, before, "the census counts sessions");
+    assert_eq!(
+        s.session_by_token_hash(&[1; 32]).await.unwrap(),
+        Some(session(1, "alice", ALICE, T0 + 10))
+    );
+    f.advance(10);
+    assert_eq!(
+        s.session_by_token_hash(&[1; 32]).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert!(s.session_by_token_hash(&[2; 32]).await.unwrap().is_some());
+
+    let removed = s.delete_session(&[2; 32]).await.unwrap();
+    assert_eq!(removed, Some(session(2, "alice", ALICE, T0 + 1_000)));
+    assert_eq!(s.delete_session(&[2; 32]).await.unwrap(), None);
+    assert_eq!(s.session_by_token_hash(&[2; 32]).await.unwrap(), None);
+
+    s.put_session(session(3, "alice", ALICE, T0 + 5_000))
+        .await
+        .unwrap();
+    let mut all = s.delete_sessions_of("alice").await.unwrap();
+    all.sort_by_key(|r| r.token_hash);
+    assert_eq!(
+        all,
+        vec![
+            session(1, "alice", ALICE, T0 + 10),
+            session(3, "alice", ALICE, T0 + 5_000)
+        ]
+    );
+    assert_eq!(s.session_by_token_hash(&[3; 32]).await.unwrap(), None);
+    assert!(s.delete_sessions_of("alice").await.unwrap().is_empty());
+    assert!(s.delete_sessions_of("nobody").await.unwrap().is_empty());
+    // No session record or index entry is left behind.
+    assert_eq!(f.census().await, before);
+}
+
+pub async fn delete_account_removes_everything<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    let s = &f.store;
+    s.create_account(account("bob", BOB)).await.unwrap();
+    s.put_session(session(1, "alice", ALICE, T0 + 10_000))
+        .await
+        .unwrap();
+    s.put_session(session(2, "bob", BOB, T0 + 10_000))
+        .await
+        .unwrap();
+    s.enqueue(vec![(ALICE, msg("a")), (ALICE, msg("b"))])
+        .await
+        .unwrap();
+    s.enqueue(vec![(BOB, msg("c"))]).await.unwrap();
+
+    let gone = s.delete_account("alice").await.unwrap();
+    assert_eq!(gone.account, account("alice", ALICE));
+    assert_eq!(gone.sessions, vec![session(1, "alice", ALICE, T0 + 10_000)]);
+    assert_eq!(gone.messages_removed, 2);
+    assert!(matches!(
+        s.delete_account("alice").await,
+        Err(StoreError::NotFound)
+    ));
+
+    assert_eq!(s.account_by_username("alice").await.unwrap(), None);
+    assert_eq!(s.account_by_identity(&ALICE).await.unwrap(), None);
+    assert_eq!(s.session_by_token_hash(&[1; 32]).await.unwrap(), None);
+    assert!(matches!(
+        s.enqueue(vec![(ALICE, msg("x"))]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.put_session(session(3, "alice", ALICE, T0 + 10_000)).await,
+        Err(StoreError::NotFound)
+    ));
+    // Bob is intact.
+    assert!(s.session_by_token_hash(&[2; 32]).await.unwrap().is_some());
+    assert_eq!(s.queue_depth(&BOB).await.unwrap().messages, 1);
+
+    // Nothing keyed by alice is left: a twin in which alice registered and was deleted at
+    // once, with no session and no message, holds exactly as many records.
+    let twin = Fixture::with_alice(backend).await;
+    twin.store
+        .create_account(account("bob", BOB))
+        .await
+        .unwrap();
+    twin.store
+        .put_session(session(2, "bob", BOB, T0 + 10_000))
+        .await
+        .unwrap();
+    twin.store.enqueue(vec![(BOB, msg("c"))]).await.unwrap();
+    twin.store.delete_account("alice").await.unwrap();
+    assert_eq!(f.census().await, twin.census().await);
+
+    // A deleted account's name can be registered again.
+    s.create_account(account("alice", [0xa2; 32]))
+        .await
+        .unwrap();
+}
+
+pub async fn reopen_finds_everything_acknowledged<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    f.store
+        .put_session(session(1, "alice", ALICE, T0 + 10_000))
+        .await
+        .unwrap();
+    f.store
+        .enqueue(vec![(ALICE, msg("a")), (ALICE, msg("b"))])
+        .await
+        .unwrap();
+    f.store.ack(&ALICE, &[Seq(1)]).await.unwrap();
+    let f = f.reopen().await;
+    let s = &f.store;
+    assert_eq!(
+        s.account_by_identity(&ALICE).await.unwrap(),
+        Some(account("alice", ALICE))
+    );
+    assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
+    let p = s.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+    assert_eq!(super::queues::seqs(&p), vec![2]);
+    assert_eq!(&p.messages[0].payload[..], b"b");
+    assert_eq!(
+        s.queue_depth(&ALICE).await.unwrap(),
+        crate::store::QueueDepth {
+            messages: 1,
+            bytes: 1
+        }
+    );
+}
+
+/// The durability policy: after a failed commit, that write and every later call answer
+/// Unavailable (never `Ok`), and a restart finds what was acknowledged before.
+pub async fn a_failed_commit_answers_unavailable_never_ok<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    f.store.enqueue(vec![(ALICE, msg("kept"))]).await.unwrap();
+    f.store
+        .engine()
+        .expect("the store needs an engine to inject a commit failure into")
+        .inject_commit_failure_for_tests();
+    let r = f.store.enqueue(vec![(ALICE, msg("lost"))]).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    // Sticky: later writes and reads are refused too.
+    let r = f.store.enqueue(vec![(ALICE, msg("later"))]).await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert!(matches!(
+        f.store.peek(&ALICE, Seq::ZERO, 1).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        f.store.session_by_token_hash(&[0; 32]).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // After a restart the acknowledged message is there.
+    let f = f.reopen().await;
+    let p = f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+    assert_eq!(&p.messages[0].payload[..], b"kept");
+}

@@ -1,0 +1,293 @@
+//! The contract of a [`Store`], as tests that any backend runs: a backend is done when it
+//! passes them.
+//!
+//! Each test is an async function generic over a [`Backend`], which knows how to make a
+//! fresh, empty place for a store (a temp directory, a database of its own), open a store
+//! there, and count what it holds. A backend runs the whole suite with one line in a test
+//! module:
+//!
+//! ```ignore
+//! qpq_server::store_conformance_suite!(MyBackend::default());
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per test, grouped in a module per store trait.
+//!
+//! The tests speak only of the domain. Where a test must see that nothing was left behind
+//! (deleted accounts, swept messages, dropped blob pieces), it compares the backend's
+//! [`census`](Backend::census) (stored records per collection) with that of a twin store
+//! whose history reached the same domain state another way: equal counts mean no stray
+//! record, whatever the backend's layout.
+//!
+//! Not here: what only one engine has (the fjall backend's group-commit sync counts, its
+//! directory lock, its durability modes) stays with that backend's own tests.
+
+#![allow(
+    missing_docs,
+    reason = "test functions; each is named for what it checks"
+)]
+
+pub mod accounts;
+pub mod queues;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::{Account, Clock, IdentityKey, NewMessage, QueueLimits, SessionRecord, Store};
+
+/// A storage backend under test.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// The store it opens.
+    type Store: Store;
+    /// Where one store lives; dropping it removes everything stored there.
+    type Place: Send + Sync + 'static;
+    /// The most expired entries of one kind a single `purge_expired` call deletes.
+    const PURGE_BOUND: usize;
+
+    /// A new, empty place of its own.
+    fn place(&self) -> impl Future<Output = Self::Place> + Send;
+
+    /// Opens the store in `place` (again, after a drop: it must find everything that was
+    /// acknowledged).
+    fn open(
+        &self,
+        place: &Self::Place,
+        options: &Options,
+    ) -> impl Future<Output = Self::Store> + Send;
+
+    /// Stored records per collection (keyspace, table), every collection included.
+    fn census(&self, store: &Self::Store) -> impl Future<Output = BTreeMap<String, u64>> + Send;
+}
+
+/// How a test wants its store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Queue caps and TTLs.
+    pub limits: QueueLimits,
+    /// The store's clock (the fixture's, so a test moves time).
+    pub clock: Clock,
+}
+
+/// Time at the start of every test, Unix ms.
+pub const T0: u64 = 1_700_000_000_000;
+/// Identity keys of the usual cast.
+pub const ALICE: IdentityKey = [0xa1; 32];
+pub const BOB: IdentityKey = [0xb0; 32];
+pub const CAROL: IdentityKey = [0xca; 32];
+
+/// A store of a backend in its own place, with a clock the test moves.
+pub struct Fixture<'b, B: Backend> {
+    pub backend: &'b B,
+    pub place: B::Place,
+    pub clock: Arc<AtomicU64>,
+    pub limits: QueueLimits,
+    pub store: B::Store,
+}
+
+impl<'b, B: Backend> Fixture<'b, B> {
+    /// A fresh store with the default limits.
+    pub async fn new(backend: &'b B) -> Self {
+        Self::with_limits(backend, QueueLimits::default()).await
+    }
+
+    /// A fresh store with `limits`.
+    pub async fn with_limits(backend: &'b B, limits: QueueLimits) -> Self {
+        let place = backend.place().await;
+        let clock = Arc::new(AtomicU64::new(T0));
+        let store = backend.open(&place, &options(&clock, limits)).await;
+        Fixture {
+            backend,
+            place,
+            clock,
+            limits,
+            store,
+        }
+    }
+
+    /// A fresh store that holds the account `alice`.
+    pub async fn with_alice(backend: &'b B) -> Self {
+        let f = Self::new(backend).await;
+        f.store
+            .create_account(account("alice", ALICE))
+            .await
+            .unwrap();
+        f
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, ms: u64) {
+        self.clock.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// The clock's time.
+    pub fn now(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    /// Drops the store and opens the same place again.
+    pub async fn reopen(self) -> Self {
+        let Fixture {
+            backend,
+            place,
+            clock,
+            limits,
+            store,
+        } = self;
+        drop(store);
+        let store = backend.open(&place, &options(&clock, limits)).await;
+        Fixture {
+            backend,
+            place,
+            clock,
+            limits,
+            store,
+        }
+    }
+
+    /// The backend's census of this store.
+    pub async fn census(&self) -> BTreeMap<String, u64> {
+        self.backend.census(&self.store).await
+    }
+}
+
+fn options(clock: &Arc<AtomicU64>, limits: QueueLimits) -> Options {
+    let clock = Arc::clone(clock);
+    Options {
+        limits,
+        clock: Clock::from_fn(move || clock.load(Ordering::SeqCst)),
+    }
+}
+
+/// An account with a placeholder password file.
+pub fn account(name: &str, identity: IdentityKey) -> Account {
+    Account {
+        username: name.into(),
+        identity_key: identity,
+        password_file: vec![1, 2, 3],
+        created_at_ms: T0,
+    }
+}
+
+/// A session whose token hash is `[token; 32]`, bound to device `[token]`.
+pub fn session(token: u8, name: &str, identity: IdentityKey, expires_at_ms: u64) -> SessionRecord {
+    SessionRecord {
+        token_hash: [token; 32],
+        username: name.into(),
+        identity_key: identity,
+        device_id: Some(vec![token]),
+        created_at_ms: T0,
+        expires_at_ms,
+        login_at_ms: T0,
+    }
+}
+
+/// A message from bob.
+pub fn msg(payload: &str) -> NewMessage {
+    NewMessage {
+        sender_identity_key: BOB,
+        sender: "bob".into(),
+        channel_id: None,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        ttl_ms: None,
+    }
+}
+
+/// Runs the whole conformance suite against a backend: one `#[tokio::test]` per test, in a
+/// module per store trait. `$backend` is an expression that makes the backend (evaluated
+/// in each test; names it uses must be in scope where the macro is invoked).
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($backend:expr) => {
+        $crate::__store_conformance_tests! {
+            $backend;
+            accounts {
+                store_is_shareable_across_tasks,
+                account_uniqueness_and_lookup,
+                concurrent_registrations_of_one_name_admit_one,
+                sessions_put_get_expire_delete,
+                delete_account_removes_everything,
+                reopen_finds_everything_acknowledged,
+                a_failed_commit_answers_unavailable_never_ok,
+            }
+            queues {
+                multi_recipient_enqueue_is_all_or_nothing,
+                fetch_is_fifo_with_pages_and_more,
+                peek_does_not_remove,
+                ack_reports_removed_and_unknown,
+                seq_never_reused_after_ack_fetch_and_reopen,
+                seqs_stay_monotonic_across_reopens_of_many_queues,
+                caps_refuse_with_nothing_stored,
+                batch_is_all_or_nothing,
+                ttl_expiry_and_purge,
+                purge_works_in_bounded_chunks,
+                purge_leaves_unexpired_data,
+                concurrent_enqueues_get_distinct_consecutive_seqs,
+                concurrent_fetches_never_hand_out_a_message_twice,
+            }
+        }
+    };
+}
+
+/// The expansion of [`store_conformance_suite!`]; not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_tests {
+    ($backend:expr; $($module:ident { $($name:ident),* $(,)? })*) => {
+        $(
+            mod $module {
+                #[allow(unused_imports, reason = "the backend expression may use them")]
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let backend = $backend;
+                        $crate::store::conformance::$module::$name(&backend).await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every test function of the suite is listed in `store_conformance_suite!`, so none is
+    /// silently left out of a backend's run.
+    #[test]
+    fn every_conformance_test_is_in_the_suite() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/conformance");
+        let suite = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+        let listed = &suite[suite.find("macro_rules! store_conformance_suite").unwrap()..];
+        let listed = &listed[..listed
+            .find("macro_rules! __store_conformance_tests")
+            .unwrap()];
+        let listed: BTreeSet<&str> = listed
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == "mod.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("pub async fn ") {
+                    let name = rest.split(['<', '(']).next().unwrap();
+                    if !listed.contains(name) {
+                        missing.push(format!("{}: {name}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not in store_conformance_suite!: {missing:?}"
+        );
+    }
+}
