@@ -9,9 +9,15 @@ use std::process::{Child, Command, Stdio};
 use bytes::Bytes;
 use qpq_client::{ClientError, ClientOptions, MethodId, ReconnectingClient, RpcError, proto};
 
+/// The server binary of this workspace (built by `cargo test --workspace`), found beside the
+/// `deps/` directory this test runs from.
 fn server_binary() -> PathBuf {
-    let qpq = Path::new(env!("CARGO_BIN_EXE_qpq"));
-    let server = qpq.with_file_name("qpq-server");
+    let test = std::env::current_exe().unwrap();
+    let server = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps")
+        .join("qpq-server");
     assert!(
         server.exists(),
         "{} is missing; run the tests with `cargo test --workspace` (or `cargo build -p qpq-server` first)",

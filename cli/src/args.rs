@@ -1,11 +1,8 @@
-//! `qpq`: the quicproquo command-line client.
-
-mod commands;
-mod groups;
-mod progress;
+//! The command line: the global flags, every command and subcommand with its help text and
+//! example, as clap parses them. Nothing here runs a command (`main.rs` dispatches), so the
+//! modules in `commands/` can name their subcommand enum without importing `main.rs`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -457,16 +454,4 @@ pub(crate) enum AdminCommand {
     ///
     /// Example: qpq admin stats
     Stats,
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match commands::run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("qpq: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
