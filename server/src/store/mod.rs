@@ -186,9 +186,7 @@ pub struct NewMessage {
     pub channel_id: Option<ChannelId>,
     /// Opaque payload.
     pub payload: bytes::Bytes,
-    /// Requested time to live in milliseconds. `None` or `Some(0)` (protobuf's "unset") take
-    /// [`QueueLimits::default_ttl_ms`]; larger values are clamped to
-    /// [`QueueLimits::max_ttl_ms`].
+    /// Requested time to live in milliseconds (see [`QueueLimits::expires_at`]).
     pub ttl_ms: Option<u64>,
 }
 
@@ -214,6 +212,24 @@ impl Default for QueueLimits {
             default_ttl_ms: 7 * DAY_MS,
             max_ttl_ms: 30 * DAY_MS,
         }
+    }
+}
+
+impl QueueLimits {
+    /// When a message enqueued at `now_ms` that asks for `ttl_ms` expires: no TTL (or 0,
+    /// protobuf's "unset") takes [`default_ttl_ms`](Self::default_ttl_ms), a longer one than
+    /// [`max_ttl_ms`](Self::max_ttl_ms) is clamped.
+    pub fn expires_at(&self, now_ms: u64, ttl_ms: Option<u64>) -> u64 {
+        let ttl = match ttl_ms {
+            None | Some(0) => self.default_ttl_ms,
+            Some(ttl) => ttl.min(self.max_ttl_ms),
+        };
+        now_ms.saturating_add(ttl)
+    }
+
+    /// Whether a delivery queue of `depth` may take `add` more (see [`QueueDepth::admits`]).
+    pub fn admit(&self, depth: QueueDepth, add: QueueDepth) -> Result<(), QueueLimit> {
+        depth.admits(add, self.max_messages, self.max_bytes)
     }
 }
 
@@ -261,6 +277,26 @@ pub struct QueueDepth {
     pub messages: u64,
     /// Payload bytes held (including expired ones not yet deleted).
     pub bytes: u64,
+}
+
+impl QueueDepth {
+    /// Whether a queue of this depth may grow by `add` and stay within `max_messages` and
+    /// `max_bytes`; the limit it would pass otherwise. The one cap rule of every queue (a
+    /// recipient's delivery queue, a federation peer's outbox), whatever the backend.
+    pub fn admits(
+        self,
+        add: QueueDepth,
+        max_messages: u64,
+        max_bytes: u64,
+    ) -> Result<(), QueueLimit> {
+        if self.messages.saturating_add(add.messages) > max_messages {
+            return Err(QueueLimit::Messages(max_messages));
+        }
+        if self.bytes.saturating_add(add.bytes) > max_bytes {
+            return Err(QueueLimit::Bytes(max_bytes));
+        }
+        Ok(())
+    }
 }
 
 /// What [`Store::delete_account`] removed.

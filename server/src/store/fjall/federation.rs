@@ -29,7 +29,7 @@ use crate::store::federation::{
     FederationStore, OutboxEntry, OutboxLimits, OutboxMessage, RelayId, RelayStored,
     RelayedDelivery,
 };
-use crate::store::{ChannelId, IdentityKey, NewMessage, QueueLimit, Seq, StoreError};
+use crate::store::{ChannelId, IdentityKey, NewMessage, QueueDepth, Seq, StoreError};
 
 pub(super) const OUTBOX: &str = "outbox";
 pub(super) const OUTBOX_META: &str = "outbox_meta";
@@ -206,16 +206,14 @@ impl Engine {
             };
             let (_, prefix, meta) = &mut peers[index];
             let bytes = message.payload.len() as u64;
-            if meta.messages.saturating_add(1) > limits.max_messages {
-                return Err(StoreError::QueueFull {
-                    limit: QueueLimit::Messages(limits.max_messages),
-                });
-            }
-            if meta.bytes.saturating_add(bytes) > limits.max_bytes {
-                return Err(StoreError::QueueFull {
-                    limit: QueueLimit::Bytes(limits.max_bytes),
-                });
-            }
+            let depth = QueueDepth {
+                messages: meta.messages,
+                bytes: meta.bytes,
+            };
+            let add = QueueDepth { messages: 1, bytes };
+            depth
+                .admits(add, limits.max_messages, limits.max_bytes)
+                .map_err(|limit| StoreError::QueueFull { limit })?;
             batch.insert(
                 self.ks(OUTBOX)?,
                 outbox_key(prefix, meta.next),
@@ -455,7 +453,7 @@ impl FederationStore for FjallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Account, Store, StoreOptions};
+    use crate::store::{Account, QueueLimit, Store, StoreOptions};
 
     const ALICE: IdentityKey = [0xa1; 32];
     const LIMITS: OutboxLimits = OutboxLimits {

@@ -59,8 +59,8 @@ use super::codec::{self, QueueMeta};
 use super::writer::{Health, Writer};
 use super::{
     Account, AckOutcome, Clock, DeletedAccount, Durability, IdentityKey, NewMessage, PurgeStats,
-    QueueDepth, QueueLimit, QueueLimits, QueuePage, QueueTotals, Seq, SessionRecord, StorageEngine,
-    Store, StoreError,
+    QueueDepth, QueueLimits, QueuePage, QueueTotals, Seq, SessionRecord, StorageEngine, Store,
+    StoreError,
 };
 
 /// Longest username the store accepts (a sanity bound; handlers enforce the real syntax).
@@ -624,20 +624,19 @@ impl Engine {
                 }
             }
         }
-        let fits =
-            |meta: &QueueMeta, add_messages: u64, add_bytes: u64| -> Result<(), StoreError> {
-                if meta.messages.saturating_add(add_messages) > limits.max_messages {
-                    return Err(StoreError::QueueFull {
-                        limit: QueueLimit::Messages(limits.max_messages),
-                    });
-                }
-                if meta.bytes.saturating_add(add_bytes) > limits.max_bytes {
-                    return Err(StoreError::QueueFull {
-                        limit: QueueLimit::Bytes(limits.max_bytes),
-                    });
-                }
-                Ok(())
+        let fits = |meta: &QueueMeta, add_messages: u64, add_bytes: u64| {
+            let depth = QueueDepth {
+                messages: meta.messages,
+                bytes: meta.bytes,
             };
+            let add = QueueDepth {
+                messages: add_messages,
+                bytes: add_bytes,
+            };
+            limits
+                .admit(depth, add)
+                .map_err(|limit| StoreError::QueueFull { limit })
+        };
 
         for (recipient, meta, add_messages, add_bytes) in &mut queues {
             if fits(meta, *add_messages, *add_bytes).is_err() {
@@ -661,11 +660,7 @@ impl Engine {
                 .next_seq
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Corrupt("queue sequence number overflow".into()))?;
-            let ttl = match m.ttl_ms {
-                None | Some(0) => limits.default_ttl_ms,
-                Some(t) => t.min(limits.max_ttl_ms),
-            };
-            let expires = now.saturating_add(ttl);
+            let expires = limits.expires_at(now, m.ttl_ms);
             let value = codec::encode_message(
                 now,
                 expires,
