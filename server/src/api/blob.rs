@@ -6,8 +6,8 @@
 //! the whole content against what the client declared (a mismatch discards the upload and
 //! stores nothing), and every DownloadBlob checks the SHA-256 of each piece it returns
 //! against the hash recorded at commit (a mismatch is logged and answered Internal, never
-//! with wrong bytes). Storage layout, deduplication and quota accounting are described in
-//! `store/blobs.rs` and `store/fjall/blobs.rs`.
+//! with wrong bytes). The piece layout (cutting, hashing, verified range reads) is
+//! `store/pieces.rs`; deduplication and quota accounting are described in `store/blobs.rs`.
 //!
 //! Limits: one chunk and one downloaded range are at most 4 MiB (the protocol's cap); the
 //! declared size at most `--blob-max-bytes`; an account's blobs plus its unfinished uploads
@@ -16,19 +16,18 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use qpq_runtime::tls::hex;
 use qpq_runtime::{Ctx, Session, Status};
 use qpq_schema::{BlobService, proto};
 use rand::RngCore;
 use rand::rngs::OsRng;
-use sha2::{Digest, Sha256};
 
 use crate::auth::identity_of;
 use crate::clock::now_ms;
+use crate::store::pieces;
 use crate::store::{
-    BLOB_PIECE_BYTES, BlobError, BlobId, IdentityKey, NewUpload, Store, StoreError, UploadId,
-    UploadState, piece_count,
+    BlobError, BlobId, IdentityKey, NewUpload, Store, StoreError, UploadId, UploadState,
 };
 use crate::{Messenger, errors};
 
@@ -38,24 +37,6 @@ const MAX_CHUNK: u64 = 4 << 20;
 const MAX_MIME: usize = 128;
 /// Unfinished uploads are deleted this long after they start.
 const UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// Length of piece `index` of a blob of `size` bytes.
-fn piece_len(size: u64, index: u64) -> u64 {
-    size.saturating_sub(index * BLOB_PIECE_BYTES)
-        .min(BLOB_PIECE_BYTES)
-}
-
-/// Checks a stored piece against the length and SHA-256 recorded at commit.
-fn check_piece(piece: &[u8], len: u64, expected: Option<[u8; 32]>) -> Result<(), &'static str> {
-    if piece.len() as u64 != len {
-        return Err("piece has the wrong length");
-    }
-    let hash: [u8; 32] = Sha256::digest(piece).into();
-    if expected != Some(hash) {
-        return Err("piece SHA-256 differs from the one recorded at commit");
-    }
-    Ok(())
-}
 
 fn blob_error(error: BlobError) -> Status {
     match error {
@@ -149,10 +130,14 @@ impl<S: Store> Messenger<S> {
             mime_type: request.mime_type,
             expires_at_ms: now_ms().saturating_add(UPLOAD_TTL.as_millis() as u64),
         };
-        self.store
-            .start_upload(upload, self.config.blob_quota_bytes, request.chunk)
-            .await
-            .map_err(blob_error)
+        pieces::start(
+            &self.store,
+            upload,
+            self.config.blob_quota_bytes,
+            request.chunk,
+        )
+        .await
+        .map_err(blob_error)
     }
 
     /// Reads a complete upload back, checks its SHA-256 against the declared one and commits
@@ -162,52 +147,23 @@ impl<S: Store> Messenger<S> {
         owner: &IdentityKey,
         state: &UploadState,
     ) -> Result<BlobId, Status> {
-        let pieces = piece_count(state.total_size);
-        let mut whole = Sha256::new();
-        let mut hashes = Vec::with_capacity(pieces as usize);
-        for index in 0..pieces {
-            let piece = self
-                .store
-                .blob_piece(&state.id, index)
-                .await
-                .map_err(errors::store)?
-                .ok_or_else(|| {
-                    tracing::error!(upload = %hex(&state.id), index, "stored upload piece is missing");
-                    Status::internal()
-                })?;
-            if piece.len() as u64 != piece_len(state.total_size, index) {
-                tracing::error!(upload = %hex(&state.id), index, len = piece.len(), "stored upload piece has the wrong length");
-                return Err(Status::internal());
-            }
-            // The running hash of the whole content is fed in order, piece by piece.
-            let (next, hash) = tokio::task::spawn_blocking(move || {
-                whole.update(&piece);
-                let hash: [u8; 32] = Sha256::digest(&piece).into();
-                (whole, hash)
-            })
+        let hash = pieces::hash_upload(&self.store, state)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "hashing task failed");
-                Status::internal()
-            })?;
-            whole = next;
-            hashes.push(hash);
-        }
-        let digest: [u8; 32] = whole.finalize().into();
-        if digest != state.sha256 {
+            .map_err(errors::store)?;
+        if hash.sha256 != state.sha256 {
             self.store
                 .discard_upload(owner, &state.id)
                 .await
                 .map_err(errors::store)?;
             return Err(Status::bad_request(format!(
                 "the uploaded content's SHA-256 is {}, not the declared expected_sha256 {}; the upload was discarded and nothing was stored: start again",
-                hex(&digest),
+                hex(&hash.sha256),
                 hex(&state.sha256)
             )));
         }
         let committed = self
             .store
-            .commit_upload(owner, &state.id, hashes)
+            .commit_upload(owner, &state.id, hash.pieces)
             .await
             .map_err(blob_error)?;
         tracing::info!(
@@ -217,39 +173,6 @@ impl<S: Store> Messenger<S> {
             "blob committed"
         );
         Ok(committed.blob_id)
-    }
-
-    /// One piece of a committed blob, checked against its recorded length and SHA-256.
-    async fn verified_piece(
-        &self,
-        blob_id: &BlobId,
-        storage: &UploadId,
-        expected: Option<[u8; 32]>,
-        size: u64,
-        index: u64,
-    ) -> Result<Bytes, Status> {
-        let corrupt = |problem: &str| {
-            tracing::error!(blob = %hex(blob_id), index, problem, "stored blob is corrupt; refusing to serve it");
-            Status::internal()
-        };
-        let piece = self
-            .store
-            .blob_piece(storage, index)
-            .await
-            .map_err(errors::store)?
-            .ok_or_else(|| corrupt("piece missing"))?;
-        let len = piece_len(size, index);
-        let (piece, checked) = tokio::task::spawn_blocking(move || {
-            let checked = check_piece(&piece, len, expected);
-            (piece, checked)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "hashing task failed");
-            Status::internal()
-        })?;
-        checked.map_err(corrupt)?;
-        Ok(piece)
     }
 
     /// Deletes expired unfinished uploads (called by the sweeper).
@@ -296,10 +219,16 @@ impl<S: Store> BlobService for Messenger<S> {
                     request.upload_id.len()
                 ))
             })?;
-            self.store
-                .append_upload(&owner, &id, request.offset, request.chunk)
-                .await
-                .map_err(blob_error)?
+            pieces::append(
+                &self.store,
+                &owner,
+                &id,
+                request.offset,
+                request.chunk,
+                now_ms(),
+            )
+            .await
+            .map_err(blob_error)?
         };
         if state.committed.is_some() || !finish {
             return Ok(response(&state));
@@ -347,53 +276,15 @@ impl<S: Store> BlobService for Messenger<S> {
             n => n.min(available),
         }
         .min(MAX_CHUNK);
-        let end = offset + want;
-        let mut data = BytesMut::with_capacity(want as usize);
-        if want > 0 {
-            for index in offset / BLOB_PIECE_BYTES..=(end - 1) / BLOB_PIECE_BYTES {
-                let expected = meta.piece_hashes.get(index as usize).copied();
-                let piece = self
-                    .verified_piece(&meta.id, &meta.storage, expected, meta.size, index)
-                    .await?;
-                let start = index * BLOB_PIECE_BYTES;
-                let from = offset.max(start) - start;
-                let to = end.min(start + piece.len() as u64) - start;
-                data.extend_from_slice(&piece[from as usize..to as usize]);
-            }
-        }
+        let data = pieces::read_range(&self.store, &meta, offset, want)
+            .await
+            .map_err(errors::store)?;
         Ok(proto::DownloadBlobResponse {
-            data: data.freeze(),
+            data,
             offset,
             total_size: meta.size,
             sha256: Bytes::copy_from_slice(&meta.id),
             mime_type: meta.mime_type,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn piece_lengths() {
-        let p = BLOB_PIECE_BYTES;
-        assert_eq!(piece_len(3 * p, 2), p);
-        assert_eq!(piece_len(2 * p + 5, 2), 5);
-        assert_eq!(piece_len(5, 0), 5);
-        assert_eq!(piece_count(2 * p + 5), 3);
-        assert_eq!(piece_count(2 * p), 2);
-    }
-
-    #[test]
-    fn corrupted_pieces_are_detected() {
-        let piece = vec![7u8; 1000];
-        let hash: [u8; 32] = Sha256::digest(&piece).into();
-        assert_eq!(check_piece(&piece, 1000, Some(hash)), Ok(()));
-        let mut flipped = piece.clone();
-        flipped[500] ^= 1;
-        assert!(check_piece(&flipped, 1000, Some(hash)).is_err());
-        assert!(check_piece(&piece[..999], 1000, Some(hash)).is_err());
-        assert!(check_piece(&piece, 1000, None).is_err());
     }
 }

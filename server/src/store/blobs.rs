@@ -1,20 +1,21 @@
 //! Blob storage: content-addressed attachments, uploaded in chunks.
 //!
-//! A blob is stored once per content (its id is the SHA-256 of the content) in fixed pieces
-//! of [`BLOB_PIECE_BYTES`], each with its own SHA-256 recorded at commit, so a range read
-//! verifies exactly the pieces it touches and never returns bytes that differ from what was
-//! committed. An upload in progress owns its pieces under its upload id; committing is a
-//! metadata write (no copy): the upload id becomes the blob's storage id, or, when the same
-//! content is already stored, the upload's pieces are dropped and the blob gains a reference.
+//! A blob is stored once per content (its id is the SHA-256 of the content) as numbered
+//! pieces, each with its own SHA-256 recorded at commit, so a range read verifies exactly the
+//! pieces it touches and never returns bytes that differ from what was committed. An upload
+//! in progress owns its pieces under its upload id; committing is a metadata write (no copy):
+//! the upload's pieces become the blob's, or, when the same content is already stored, the
+//! upload's pieces are dropped and the blob gains a reference.
+//!
+//! A backend keeps pieces as opaque numbered byte strings and never computes with them: how
+//! content is cut into pieces, hashed and read back in ranges is [`super::pieces`], written
+//! once for every backend.
 //!
 //! Quota: every account that holds a reference to a blob is charged its size once (the bytes
 //! live on disk once, but each account pays for what it uploaded, so one account cannot fill
 //! the disk by uploading content another account happens to hold). An upload in progress
 //! reserves its declared size up front, so parallel uploads cannot overcommit. A blob's bytes
 //! are deleted when its last reference goes (account deletion).
-//!
-//! Hashing is not done here: the handler reads the pieces back, hashes them and hands the
-//! piece hashes to [`BlobStore::commit_upload`].
 
 use std::fmt;
 use std::future::Future;
@@ -26,16 +27,11 @@ use super::{IdentityKey, StoreError};
 /// The SHA-256 of a blob's content: its id.
 pub type BlobId = [u8; 32];
 
-/// The random id of an upload; after commit, the storage id of the blob it became.
+/// The random id of an upload; after commit, the id of the pieces of the blob it became.
 pub type UploadId = [u8; 16];
 
-/// Size of the pieces blobs are stored and verified in (the last piece may be shorter).
-pub const BLOB_PIECE_BYTES: u64 = 1 << 20;
-
-/// Number of pieces of a blob of `size` bytes.
-pub fn piece_count(size: u64) -> u64 {
-    size.div_ceil(BLOB_PIECE_BYTES)
-}
+/// One piece of an upload: its number and its whole content (pieces are rewritten whole).
+pub type Piece = (u64, Bytes);
 
 /// An upload to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +61,20 @@ pub struct UploadState {
     pub sha256: BlobId,
     /// Bytes stored so far (the offset of the next chunk).
     pub bytes_received: u64,
+    /// When the upload is forgotten if unfinished, Unix ms.
+    pub expires_at_ms: u64,
     /// Set once the upload is committed: the blob id.
     pub committed: Option<BlobId>,
+}
+
+/// Result of [`BlobStore::write_pieces`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PiecesWritten {
+    /// The pieces are stored and the upload has `bytes_received` = the new count.
+    Written(UploadState),
+    /// Nothing was written: the upload is committed, or its byte count is no longer the one
+    /// the caller read (a concurrent chunk). The state as it is now.
+    Moved(UploadState),
 }
 
 /// A stored blob.
@@ -74,8 +82,8 @@ pub struct UploadState {
 pub struct BlobMeta {
     /// SHA-256 of the content.
     pub id: BlobId,
-    /// Key prefix of its pieces.
-    pub storage: UploadId,
+    /// The upload whose pieces hold the content (committing does not copy them).
+    pub upload: UploadId,
     /// Size in bytes.
     pub size: u64,
     /// Media type given at upload.
@@ -179,37 +187,48 @@ pub enum BlobError {
 /// Storage of blobs and uploads. Every mutating method is durable on `Ok` (see the module
 /// doc of [`super`]); a finished upload's `Ok` means every piece and the index are synced.
 pub trait BlobStore: Send + Sync + 'static {
-    /// Starts an upload, reserving `upload.total_size` against `quota_bytes`, and stores
-    /// `first_chunk` at offset 0 (it may be empty). [`BlobError::QuotaExceeded`] stores
-    /// nothing; so does [`StoreError::NotFound`] (the owner has no account).
+    /// Starts an upload, reserving `upload.total_size` against `quota_bytes`, with its first
+    /// `pieces` holding the first `bytes_received` bytes (none when the first chunk is
+    /// empty). [`BlobError::QuotaExceeded`] stores nothing; so does [`StoreError::NotFound`]
+    /// (the owner has no account) and [`BlobError::PastEnd`] (more bytes than declared).
     fn start_upload(
         &self,
         upload: NewUpload,
         quota_bytes: u64,
-        first_chunk: Bytes,
+        pieces: Vec<Piece>,
+        bytes_received: u64,
     ) -> impl Future<Output = Result<UploadState, BlobError>> + Send;
 
-    /// Appends `chunk` at `offset` to an upload of `owner`. A chunk lying entirely below
-    /// `bytes_received` is a retry: ignored, answered with the current state. A committed
-    /// upload answers its state (with `committed` set) whatever the chunk.
-    fn append_upload(
+    /// The state of an upload of `owner` (expired or not; committed ones until their record
+    /// is swept). `None` when there is none.
+    fn upload_state(
         &self,
         owner: &IdentityKey,
         id: &UploadId,
-        offset: u64,
-        chunk: Bytes,
-    ) -> impl Future<Output = Result<UploadState, BlobError>> + Send;
+    ) -> impl Future<Output = Result<Option<UploadState>, StoreError>> + Send;
 
-    /// One piece (`index` counts [`BLOB_PIECE_BYTES`] pieces) under a storage id: of an
-    /// upload in progress or of a committed blob ([`BlobMeta::storage`]).
+    /// Stores `pieces` (each replacing the piece of its number) and moves the upload's byte
+    /// count from `from_received` to `to_received`, atomically, if the upload is uncommitted
+    /// and its count still is `from_received`; otherwise writes nothing and answers
+    /// [`PiecesWritten::Moved`]. [`BlobError::UploadNotFound`] when `owner` has no such upload.
+    fn write_pieces(
+        &self,
+        owner: &IdentityKey,
+        id: &UploadId,
+        from_received: u64,
+        to_received: u64,
+        pieces: Vec<Piece>,
+    ) -> impl Future<Output = Result<PiecesWritten, BlobError>> + Send;
+
+    /// One piece of an upload in progress or of a committed blob ([`BlobMeta::upload`]).
     fn blob_piece(
         &self,
-        storage: &UploadId,
+        upload: &UploadId,
         index: u64,
     ) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
 
     /// Commits a complete upload whose content hashed to its declared SHA-256 into the blob
-    /// it names, with the hashes of its pieces. Charges the owner (once per blob) and releases
+    /// it names, with the hashes of its pieces (one per piece, in order). Charges the owner (once per blob) and releases
     /// the reservation. A second commit of the same upload answers the same blob id.
     fn commit_upload(
         &self,

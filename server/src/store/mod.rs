@@ -43,6 +43,7 @@ mod kt;
 mod merkle;
 mod moderation;
 mod p2p;
+pub mod pieces;
 mod recovery;
 mod writer;
 
@@ -53,8 +54,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::admin::{AccountPage, AccountSummary, AdminStore, QueueTotals, StorageStats};
 pub use self::blobs::{
-    BLOB_PIECE_BYTES, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, NewUpload,
-    PurgedUploads, UploadId, UploadState, piece_count,
+    BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, NewUpload, Piece, PiecesWritten,
+    PurgedUploads, UploadId, UploadState,
 };
 pub use self::channels::{
     Actor, Channel, ChannelId, ChannelRole, ChannelStore, ChannelUpdate, CommitOutcome, MemberPage,

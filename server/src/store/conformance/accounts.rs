@@ -2,7 +2,7 @@
 //! durability policy (a failed commit never answers `Ok`).
 
 use super::{ALICE, BOB, Backend, Fixture, T0, account, msg, session};
-use crate::store::{Seq, Store, StoreError};
+use crate::store::{DeviceStore, P2pStore, RecoveryStore, Seq, Store, StoreError};
 
 pub async fn store_is_shareable_across_tasks<B: Backend>(_backend: &B) {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
@@ -232,4 +232,91 @@ pub async fn a_failed_commit_answers_unavailable_never_ok<B: Backend>(backend: &
     let f = f.reopen().await;
     let p = f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
     assert_eq!(&p.messages[0].payload[..], b"kept");
+}
+
+/// Gives `identity` a device with a push token, a recovery bundle and a P2P endpoint.
+async fn furnish<S: Store>(s: &S, identity: &crate::store::IdentityKey) {
+    use bytes::Bytes;
+
+    use crate::store::{DeviceRecord, EndpointRecord, PushPlatform, PushToken};
+    s.register_device(
+        identity,
+        &[0; 32],
+        DeviceRecord {
+            id: [4; 16],
+            name: "phone".into(),
+            device_key: [9; 32],
+            created_at_ms: T0,
+            last_seen_ms: 0,
+            push: None,
+            revoked_at_ms: None,
+        },
+        8,
+    )
+    .await
+    .unwrap();
+    s.set_push_token(
+        identity,
+        &[4; 16],
+        Some(PushToken {
+            platform: PushPlatform::UnifiedPush,
+            token: "http://push.example.org/x".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    s.put_recovery_bundle(identity, Bytes::from_static(b"bundle"), T0)
+        .await
+        .unwrap();
+    s.publish_endpoint(
+        identity,
+        EndpointRecord {
+            device_id: vec![4; 16],
+            node_id: [1; 32],
+            relay_url: String::new(),
+            direct_addrs: vec!["192.0.2.1:1".into()],
+            published_at_ms: T0,
+            expires_at_ms: T0 + 60_000,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+pub async fn account_deletion_removes_devices_tokens_bundle_and_endpoints<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    let s = &f.store;
+    s.create_account(account("bob", BOB)).await.unwrap();
+    for identity in [ALICE, BOB] {
+        furnish(s, &identity).await;
+    }
+    s.delete_account("alice").await.unwrap();
+    assert!(s.devices_of(&ALICE).await.unwrap().is_empty());
+    assert!(s.push_targets(&ALICE).await.unwrap().is_empty());
+    assert!(s.recovery_bundle(&ALICE).await.unwrap().is_none());
+    assert!(s.endpoints_of(&ALICE, T0).await.unwrap().is_empty());
+    assert_eq!(s.push_targets(&BOB).await.unwrap().len(), 1);
+    // Only bob's records remain: a twin in which alice never had any holds as many.
+    let twin = Fixture::with_alice(backend).await;
+    twin.store
+        .create_account(account("bob", BOB))
+        .await
+        .unwrap();
+    furnish(&twin.store, &BOB).await;
+    twin.store.delete_account("alice").await.unwrap();
+    assert_eq!(f.census().await, twin.census().await);
+    // Expired endpoints are swept with their index entries.
+    assert_eq!(
+        s.purge_expired_endpoints(T0 + 60_000).await.unwrap(),
+        (1, false)
+    );
+    assert_eq!(
+        twin.store
+            .purge_expired_endpoints(T0 + 60_000)
+            .await
+            .unwrap(),
+        (1, false)
+    );
+    assert_eq!(f.census().await, twin.census().await);
+    assert!(s.endpoints_of(&BOB, T0).await.unwrap().is_empty());
 }

@@ -27,6 +27,7 @@
 )]
 
 pub mod accounts;
+pub mod blobs;
 pub mod queues;
 
 use std::collections::BTreeMap;
@@ -211,6 +212,13 @@ macro_rules! store_conformance_suite {
                 delete_account_removes_everything,
                 reopen_finds_everything_acknowledged,
                 a_failed_commit_answers_unavailable_never_ok,
+                account_deletion_removes_devices_tokens_bundle_and_endpoints,
+            }
+            blobs {
+                unaligned_chunks_fill_fixed_pieces,
+                racing_chunks_of_one_upload_store_the_content_once,
+                dedup_and_reference_counting_through_account_deletion,
+                quota_reservation_discard_and_expiry,
             }
             queues {
                 multi_recipient_enqueue_is_all_or_nothing,

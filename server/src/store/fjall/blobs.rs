@@ -4,8 +4,8 @@
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
-//! | `blob_chunks` | storage(16) ‖ piece(8) | `v1 ‖ bytes` (one piece, ≤ 1 MiB; key-value separated) |
-//! | `blobs` | blob_id(32) | `v1 ‖ storage(16) ‖ size(8) ‖ created(8) ‖ refs(8) ‖ mime(2+n) ‖ sha256 of each piece (32 each)` |
+//! | `blob_chunks` | upload(16) ‖ piece(8) | `v1 ‖ bytes` (one piece, ≤ 1 MiB; key-value separated) |
+//! | `blobs` | blob_id(32) | `v1 ‖ upload(16) ‖ size(8) ‖ created(8) ‖ refs(8) ‖ mime(2+n) ‖ sha256 of each piece (32 each)` |
 //! | `blob_refs` | owner(32) ‖ blob_id(32) | `v1 ‖ size(8)` — the account is charged for the blob |
 //! | `blob_usage` | owner(32) | `v1 ‖ bytes(8) ‖ blobs(8) ‖ reserved(8)` |
 //! | `blob_uploads` | upload_id(16) | `v1 ‖ owner(32) ‖ total(8) ‖ sha256(32) ‖ received(8) ‖ expires(8) ‖ committed(1) ‖ mime(2+n)` |
@@ -23,13 +23,12 @@
 //! a whole blob: a 64 MiB blob is 64 pieces, and no call holds more than one request chunk
 //! (≤ 4 MiB) or one response range (≤ 4 MiB) in memory.
 //!
-//! Pieces are fixed-size so a range read touches at most `range / 1 MiB + 2` pieces and
-//! verifies each against the hash recorded at commit. A chunk that does not end on a piece
-//! boundary leaves a partial last piece, which the next chunk completes (read and rewritten
-//! in the same batch: at most 1 MiB of extra work per chunk).
+//! Pieces are opaque here: how content is cut into them, hashed and read in ranges is
+//! `store/pieces.rs`, shared by every backend. This file stores what it is given, keyed by
+//! upload id and piece number, and removes an upload's pieces by their key prefix.
 //!
 //! An upload's pieces are keyed by its upload id. Committing does not move them: the upload id
-//! becomes the blob's storage id. If the content is stored already, the upload's pieces are
+//! becomes the id of the blob's pieces. If the content is stored already, the upload's pieces are
 //! deleted in the commit batch instead. A committed upload keeps a small record until its
 //! expiry, so a retried finishing call answers the same blob id.
 
@@ -40,10 +39,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Owne
 
 use super::record::{Reader, Writer};
 use super::{Engine, FjallStore, engine_err};
-use crate::store::blobs::piece_count;
 use crate::store::{
-    Account, BLOB_PIECE_BYTES, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed,
-    IdentityKey, NewUpload, PurgedUploads, StoreError, UploadId, UploadState,
+    Account, BlobError, BlobId, BlobMeta, BlobStore, BlobUsage, Committed, IdentityKey, NewUpload,
+    Piece, PiecesWritten, PurgedUploads, StoreError, UploadId, UploadState,
 };
 
 /// The keyspace of piece bytes; opened with its own options by [`open_chunks`].
@@ -74,9 +72,9 @@ struct Ks<'a> {
     owner: &'a Keyspace,
 }
 
-fn chunk_key(storage: &UploadId, index: u64) -> [u8; 24] {
+fn chunk_key(upload: &UploadId, index: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
-    k[..16].copy_from_slice(storage);
+    k[..16].copy_from_slice(upload);
     k[16..].copy_from_slice(&index.to_be_bytes());
     k
 }
@@ -153,6 +151,7 @@ impl UploadRecord {
             total_size: self.total,
             sha256: self.sha256,
             bytes_received: self.received,
+            expires_at_ms: self.expires_at_ms,
             committed: self.committed.then_some(self.sha256),
         }
     }
@@ -177,7 +176,7 @@ fn decode_usage(value: &[u8]) -> Result<BlobUsage, StoreError> {
 
 fn encode_meta(m: &BlobMeta) -> Result<Vec<u8>, StoreError> {
     let mut w = Writer::new(48 + m.mime_type.len() + 32 * m.piece_hashes.len());
-    w.raw(&m.storage)
+    w.raw(&m.upload)
         .u64(m.size)
         .u64(m.created_at_ms)
         .u64(m.refs)
@@ -190,20 +189,20 @@ fn encode_meta(m: &BlobMeta) -> Result<Vec<u8>, StoreError> {
 
 fn decode_meta(id: &BlobId, value: &[u8]) -> Result<BlobMeta, StoreError> {
     let mut r = Reader::new(value, "blob")?;
-    let storage = r.array()?;
+    let upload = r.array()?;
     let size = r.u64()?;
     let created_at_ms = r.u64()?;
     let refs = r.u64()?;
     let mime_type = r.string16()?;
     let hashes = r.rest();
-    if hashes.len() as u64 != piece_count(size) * 32 {
+    if hashes.len() % 32 != 0 {
         return Err(StoreError::Corrupt(
-            "blob: piece hash list does not match its size".into(),
+            "blob: piece hash list is not a list of SHA-256 hashes".into(),
         ));
     }
     Ok(BlobMeta {
         id: *id,
-        storage,
+        upload,
         size,
         mime_type,
         created_at_ms,
@@ -230,7 +229,7 @@ impl Engine {
         for guard in self.ks("blobs")?.iter() {
             let value = guard.value().map_err(engine_err)?;
             let mut r = Reader::new(&value, "blob")?;
-            let _storage: UploadId = r.array()?;
+            let _upload: UploadId = r.array()?;
             count += 1;
             bytes = bytes.saturating_add(r.u64()?);
         }
@@ -271,81 +270,52 @@ impl Engine {
         }
     }
 
-    /// Adds `data`, which starts at byte `start` of the content, to the pieces of `storage`.
-    /// The piece holding `start` must hold exactly the bytes before it.
-    fn put_pieces(
-        ks: &Ks<'_>,
-        batch: &mut OwnedWriteBatch,
-        storage: &UploadId,
-        start: u64,
-        mut data: &[u8],
-    ) -> Result<(), StoreError> {
-        let mut pos = start;
-        let within = pos % BLOB_PIECE_BYTES;
-        if within != 0 && !data.is_empty() {
-            let index = pos / BLOB_PIECE_BYTES;
-            let existing = ks
-                .chunks
-                .get(chunk_key(storage, index))
-                .map_err(engine_err)?
-                .ok_or_else(|| StoreError::Corrupt("blob upload: partial piece missing".into()))?;
-            let mut r = Reader::new(&existing, "blob piece")?;
-            let head = r.rest();
-            if head.len() as u64 != within {
-                return Err(StoreError::Corrupt(
-                    "blob upload: partial piece has the wrong length".into(),
-                ));
-            }
-            let take = ((BLOB_PIECE_BYTES - within) as usize).min(data.len());
-            let mut value = Vec::with_capacity(1 + head.len() + take);
-            value.push(super::record::V1);
-            value.extend_from_slice(head);
-            value.extend_from_slice(&data[..take]);
-            batch.insert(ks.chunks, chunk_key(storage, index).to_vec(), value);
-            pos += take as u64;
-            data = &data[take..];
+    /// Adds the pieces of upload `id` to `batch`, each replacing the piece of its number.
+    fn put_pieces(ks: &Ks<'_>, batch: &mut OwnedWriteBatch, id: &UploadId, pieces: &[Piece]) {
+        for (index, data) in pieces {
+            batch.insert(ks.chunks, chunk_key(id, *index).to_vec(), piece_value(data));
         }
-        while !data.is_empty() {
-            let take = (BLOB_PIECE_BYTES as usize).min(data.len());
-            batch.insert(
-                ks.chunks,
-                chunk_key(storage, pos / BLOB_PIECE_BYTES).to_vec(),
-                piece_value(&data[..take]),
-            );
-            pos += take as u64;
-            data = &data[take..];
-        }
-        Ok(())
     }
 
-    /// Queues the deletion of the first `count` pieces of `storage`.
-    fn remove_pieces(ks: &Ks<'_>, batch: &mut OwnedWriteBatch, storage: &UploadId, count: u64) {
-        for index in 0..count {
-            batch.remove(ks.chunks, chunk_key(storage, index).to_vec());
+    /// Queues the deletion of every piece of `upload` (a prefix read of its keys); answers
+    /// how many.
+    fn remove_pieces(
+        ks: &Ks<'_>,
+        batch: &mut OwnedWriteBatch,
+        upload: &UploadId,
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for guard in ks.chunks.prefix(upload) {
+            batch.remove(ks.chunks, guard.key().map_err(engine_err)?.to_vec());
+            removed += 1;
         }
+        Ok(removed)
     }
 
     /// Queues the deletion of an upload record with its index entries, and of its pieces
     /// unless it was committed (then they belong to a blob, or were dropped already).
+    /// Answers how many pieces it removed.
     fn remove_upload(
         ks: &Ks<'_>,
         batch: &mut OwnedWriteBatch,
         id: &UploadId,
         record: &UploadRecord,
-    ) {
+    ) -> Result<u64, StoreError> {
         batch.remove(ks.uploads, id.to_vec());
         batch.remove(ks.expiry, expiry_key(record.expires_at_ms, id).to_vec());
         batch.remove(ks.owner, owner_key(&record.owner, id).to_vec());
-        if !record.committed {
-            Self::remove_pieces(ks, batch, id, piece_count(record.received));
+        if record.committed {
+            return Ok(0);
         }
+        Self::remove_pieces(ks, batch, id)
     }
 
     fn start_upload(
         &self,
         upload: &NewUpload,
         quota: u64,
-        first_chunk: &[u8],
+        pieces: &[Piece],
+        received: u64,
     ) -> Result<(UploadState, bool), BlobError> {
         let ks = self.blob_ks()?;
         if !self
@@ -358,10 +328,9 @@ impl Engine {
         if ks.uploads.contains_key(upload.id).map_err(engine_err)? {
             return Err(StoreError::InvalidArgument("upload id is in use".into()).into());
         }
-        let end = first_chunk.len() as u64;
-        if end > upload.total_size {
+        if received > upload.total_size {
             return Err(BlobError::PastEnd {
-                end,
+                end: received,
                 total_size: upload.total_size,
             });
         }
@@ -382,13 +351,13 @@ impl Engine {
             owner: upload.owner,
             total: upload.total_size,
             sha256: upload.sha256,
-            received: end,
+            received,
             expires_at_ms: upload.expires_at_ms,
             committed: false,
             mime_type: upload.mime_type.clone(),
         };
         let mut batch = self.db.batch();
-        Self::put_pieces(&ks, &mut batch, &upload.id, 0, first_chunk)?;
+        Self::put_pieces(&ks, &mut batch, &upload.id, pieces);
         batch.insert(ks.uploads, upload.id.to_vec(), record.encode()?);
         batch.insert(
             ks.expiry,
@@ -404,48 +373,33 @@ impl Engine {
         Ok((record.state(upload.id), self.commit(batch)?))
     }
 
-    fn append_upload(
+    fn write_pieces(
         &self,
         owner: &IdentityKey,
         id: &UploadId,
-        offset: u64,
-        chunk: &[u8],
-    ) -> Result<(UploadState, bool), BlobError> {
+        from: u64,
+        to: u64,
+        pieces: &[Piece],
+    ) -> Result<(PiecesWritten, bool), BlobError> {
         let ks = self.blob_ks()?;
         let mut record = Self::upload_of(&ks, owner, id)?.ok_or(BlobError::UploadNotFound)?;
-        if record.committed {
-            return Ok((record.state(*id), false));
+        if record.committed || record.received != from {
+            return Ok((PiecesWritten::Moved(record.state(*id)), false));
         }
-        if record.expires_at_ms <= self.clock.now_ms() {
-            return Err(BlobError::UploadNotFound);
-        }
-        let end = offset
-            .checked_add(chunk.len() as u64)
-            .ok_or(BlobError::PastEnd {
-                end: u64::MAX,
-                total_size: record.total,
-            })?;
-        if end <= record.received {
-            // A retry of a chunk stored already.
-            return Ok((record.state(*id), false));
-        }
-        if offset != record.received {
-            return Err(BlobError::OffsetMismatch {
-                offset,
-                bytes_received: record.received,
-            });
-        }
-        if end > record.total {
+        if to < from || to > record.total {
             return Err(BlobError::PastEnd {
-                end,
+                end: to,
                 total_size: record.total,
             });
         }
         let mut batch = self.db.batch();
-        Self::put_pieces(&ks, &mut batch, id, offset, chunk)?;
-        record.received = end;
+        Self::put_pieces(&ks, &mut batch, id, pieces);
+        record.received = to;
         batch.insert(ks.uploads, id.to_vec(), record.encode()?);
-        Ok((record.state(*id), self.commit(batch)?))
+        Ok((
+            PiecesWritten::Written(record.state(*id)),
+            self.commit(batch)?,
+        ))
     }
 
     fn commit_upload(
@@ -469,12 +423,6 @@ impl Engine {
                 bytes_received: record.received,
                 total_size: record.total,
             });
-        }
-        if piece_hashes.len() as u64 != piece_count(record.total) {
-            return Err(StoreError::InvalidArgument(
-                "piece hash count does not match the blob size".into(),
-            )
-            .into());
         }
         let mut usage = Self::usage_of(&ks, owner)?;
         usage.reserved = usage.reserved.saturating_sub(record.total);
@@ -500,12 +448,12 @@ impl Engine {
                     meta.refs = meta.refs.saturating_add(1);
                     batch.insert(ks.blobs, blob_id.to_vec(), encode_meta(&meta)?);
                 }
-                Self::remove_pieces(&ks, &mut batch, id, piece_count(record.received));
+                Self::remove_pieces(&ks, &mut batch, id)?;
             }
             None => {
                 let meta = BlobMeta {
                     id: blob_id,
-                    storage: *id,
+                    upload: *id,
                     size: record.total,
                     mime_type: record.mime_type.clone(),
                     created_at_ms: self.clock.now_ms(),
@@ -547,7 +495,7 @@ impl Engine {
         let mut usage = Self::usage_of(&ks, owner)?;
         usage.reserved = usage.reserved.saturating_sub(record.total);
         let mut batch = self.db.batch();
-        Self::remove_upload(&ks, &mut batch, id, &record);
+        Self::remove_upload(&ks, &mut batch, id, &record)?;
         batch.insert(ks.usage, owner.to_vec(), encode_usage(&usage));
         Ok((true, self.commit(batch)?))
     }
@@ -575,12 +523,11 @@ impl Engine {
             if record.expires_at_ms != expires {
                 continue;
             }
-            Self::remove_upload(&ks, &mut batch, &id, &record);
+            pieces += Self::remove_upload(&ks, &mut batch, &id, &record)?;
             if record.committed {
                 stats.committed += 1;
             } else {
                 stats.abandoned += 1;
-                pieces += piece_count(record.received);
                 *released.entry(record.owner).or_default() += record.total;
             }
         }
@@ -615,7 +562,7 @@ impl Engine {
             meta.refs = meta.refs.saturating_sub(1);
             if meta.refs == 0 {
                 batch.remove(ks.blobs, blob_id.to_vec());
-                Self::remove_pieces(&ks, batch, &meta.storage, piece_count(meta.size));
+                Self::remove_pieces(&ks, batch, &meta.upload)?;
             } else {
                 batch.insert(ks.blobs, blob_id.to_vec(), encode_meta(&meta)?);
             }
@@ -626,7 +573,7 @@ impl Engine {
             batch.remove(ks.owner, key.to_vec());
             if let Some(v) = ks.uploads.get(id).map_err(engine_err)? {
                 let record = UploadRecord::decode(&v)?;
-                Self::remove_upload(&ks, batch, &id, &record);
+                Self::remove_upload(&ks, batch, &id, &record)?;
             }
         }
         batch.remove(ks.usage, identity.to_vec());
@@ -656,35 +603,44 @@ impl BlobStore for FjallStore {
         &self,
         upload: NewUpload,
         quota_bytes: u64,
-        first_chunk: Bytes,
+        pieces: Vec<Piece>,
+        bytes_received: u64,
     ) -> Result<UploadState, BlobError> {
         if upload.mime_type.len() > 255 {
             return Err(
                 StoreError::InvalidArgument("mime type longer than 255 bytes".into()).into(),
             );
         }
-        self.write_blob(move |e| e.start_upload(&upload, quota_bytes, &first_chunk))
+        self.write_blob(move |e| e.start_upload(&upload, quota_bytes, &pieces, bytes_received))
             .await
     }
 
-    async fn append_upload(
+    async fn upload_state(
         &self,
         owner: &IdentityKey,
         id: &UploadId,
-        offset: u64,
-        chunk: Bytes,
-    ) -> Result<UploadState, BlobError> {
+    ) -> Result<Option<UploadState>, StoreError> {
+        self.inline(|e| {
+            let ks = e.blob_ks()?;
+            Ok(Engine::upload_of(&ks, owner, id)?.map(|record| record.state(*id)))
+        })
+    }
+
+    async fn write_pieces(
+        &self,
+        owner: &IdentityKey,
+        id: &UploadId,
+        from_received: u64,
+        to_received: u64,
+        pieces: Vec<Piece>,
+    ) -> Result<PiecesWritten, BlobError> {
         let (owner, id) = (*owner, *id);
-        self.write_blob(move |e| e.append_upload(&owner, &id, offset, &chunk))
+        self.write_blob(move |e| e.write_pieces(&owner, &id, from_received, to_received, &pieces))
             .await
     }
 
-    async fn blob_piece(
-        &self,
-        storage: &UploadId,
-        index: u64,
-    ) -> Result<Option<Bytes>, StoreError> {
-        let key = chunk_key(storage, index);
+    async fn blob_piece(&self, upload: &UploadId, index: u64) -> Result<Option<Bytes>, StoreError> {
+        let key = chunk_key(upload, index);
         self.blocking(move |e| {
             let ks = e.blob_ks()?;
             match ks.chunks.get(key).map_err(engine_err)? {
@@ -730,328 +686,5 @@ impl BlobStore for FjallStore {
 
     async fn purge_expired_uploads(&self, now_ms: u64) -> Result<PurgedUploads, StoreError> {
         self.write(move |e| e.purge_expired_uploads(now_ms)).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use sha2::{Digest, Sha256};
-
-    use super::*;
-    use crate::store::{
-        Clock, DeviceRecord, DeviceStore, EndpointRecord, P2pStore, PushPlatform, PushToken,
-        RecoveryStore, Store, StoreOptions,
-    };
-
-    const ALICE: IdentityKey = [0xa1; 32];
-    const BOB: IdentityKey = [0xb0; 32];
-    const T0: u64 = 1_700_000_000_000;
-    const P: usize = BLOB_PIECE_BYTES as usize;
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        clock: Arc<AtomicU64>,
-        store: FjallStore,
-    }
-
-    async fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(AtomicU64::new(T0));
-        let c = Arc::clone(&clock);
-        let store = FjallStore::open(
-            dir.path(),
-            StoreOptions {
-                clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        for (name, identity) in [("alice", ALICE), ("bob", BOB)] {
-            store
-                .create_account(Account {
-                    username: name.into(),
-                    identity_key: identity,
-                    password_file: vec![1],
-                    created_at_ms: T0,
-                })
-                .await
-                .unwrap();
-        }
-        Fixture {
-            _dir: dir,
-            clock,
-            store,
-        }
-    }
-
-    fn upload(id: u8, owner: IdentityKey, data: &[u8]) -> NewUpload {
-        NewUpload {
-            id: [id; 16],
-            owner,
-            total_size: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
-            mime_type: "x/y".into(),
-            expires_at_ms: T0 + 1_000,
-        }
-    }
-
-    fn hashes(data: &[u8]) -> Vec<[u8; 32]> {
-        data.chunks(P).map(|c| Sha256::digest(c).into()).collect()
-    }
-
-    /// Uploads `data` in `chunk` sized pieces and commits it.
-    async fn put(
-        s: &FjallStore,
-        id: u8,
-        owner: IdentityKey,
-        data: &[u8],
-        chunk: usize,
-    ) -> Committed {
-        let first = chunk.min(data.len());
-        let u = upload(id, owner, data);
-        let mut state = s
-            .start_upload(u, u64::MAX, Bytes::copy_from_slice(&data[..first]))
-            .await
-            .unwrap();
-        while (state.bytes_received as usize) < data.len() {
-            let at = state.bytes_received as usize;
-            let end = (at + chunk).min(data.len());
-            state = s
-                .append_upload(
-                    &owner,
-                    &[id; 16],
-                    at as u64,
-                    Bytes::copy_from_slice(&data[at..end]),
-                )
-                .await
-                .unwrap();
-        }
-        s.commit_upload(&owner, &[id; 16], hashes(data))
-            .await
-            .unwrap()
-    }
-
-    fn count(s: &FjallStore, ks: &'static str) -> usize {
-        s.inner.engine.ks(ks).unwrap().iter().count()
-    }
-
-    #[tokio::test]
-    async fn unaligned_chunks_fill_fixed_pieces() {
-        let f = fixture().await;
-        let data: Vec<u8> = (0..2 * P + 10).map(|i| (i % 251) as u8).collect();
-        let done = put(&f.store, 1, ALICE, &data, 300_000).await;
-        let meta = f.store.blob_meta(&done.blob_id).await.unwrap().unwrap();
-        assert_eq!(
-            (meta.size, meta.refs, meta.storage),
-            (data.len() as u64, 1, [1; 16])
-        );
-        assert_eq!(meta.piece_hashes, hashes(&data));
-        for (i, expected) in data.chunks(P).enumerate() {
-            let piece = f
-                .store
-                .blob_piece(&meta.storage, i as u64)
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(piece[..] == expected[..], "piece {i}");
-        }
-        let usage = f.store.blob_usage(&ALICE).await.unwrap();
-        assert_eq!(
-            usage,
-            BlobUsage {
-                bytes: data.len() as u64,
-                blobs: 1,
-                reserved: 0
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn dedup_and_reference_counting_through_account_deletion() {
-        let f = fixture().await;
-        let s = &f.store;
-        let data = vec![5u8; P + 3];
-        let first = put(s, 1, ALICE, &data, P).await;
-        assert!(!first.deduplicated);
-        let second = put(s, 2, BOB, &data, 1000).await;
-        assert!(second.deduplicated);
-        let third = put(s, 3, ALICE, &data, P).await;
-        assert!(third.deduplicated);
-        // Stored once: only the first upload's two pieces exist.
-        assert_eq!(count(s, CHUNKS), 2);
-        let meta = s.blob_meta(&first.blob_id).await.unwrap().unwrap();
-        assert_eq!(meta.refs, 2, "one reference per account");
-        assert_eq!(s.blob_usage(&ALICE).await.unwrap().bytes, data.len() as u64);
-        assert_eq!(s.blob_usage(&BOB).await.unwrap().bytes, data.len() as u64);
-
-        s.delete_account("alice").await.unwrap();
-        let meta = s.blob_meta(&first.blob_id).await.unwrap().unwrap();
-        assert_eq!(meta.refs, 1);
-        assert_eq!(count(s, CHUNKS), 2, "bob still references it");
-        s.delete_account("bob").await.unwrap();
-        assert!(s.blob_meta(&first.blob_id).await.unwrap().is_none());
-        for ks in [
-            CHUNKS,
-            "blobs",
-            "blob_refs",
-            "blob_usage",
-            "blob_uploads",
-            "blob_upload_expiry",
-            "blob_upload_owner",
-        ] {
-            assert_eq!(count(s, ks), 0, "{ks} is empty");
-        }
-    }
-
-    #[tokio::test]
-    async fn quota_reservation_discard_and_expiry() {
-        let f = fixture().await;
-        let s = &f.store;
-        let data = vec![1u8; 2 * P];
-        let err = s
-            .start_upload(upload(1, ALICE, &data), P as u64, Bytes::new())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, BlobError::QuotaExceeded { wanted, .. } if wanted == 2 * P as u64),
-            "{err}"
-        );
-        s.start_upload(
-            upload(1, ALICE, &data),
-            3 * P as u64,
-            Bytes::copy_from_slice(&data[..10]),
-        )
-        .await
-        .unwrap();
-        assert_eq!(s.blob_usage(&ALICE).await.unwrap().reserved, 2 * P as u64);
-        // The reservation counts: a second upload of the same size does not fit.
-        assert!(matches!(
-            s.start_upload(upload(2, ALICE, &data), 3 * P as u64, Bytes::new())
-                .await,
-            Err(BlobError::QuotaExceeded { .. })
-        ));
-        // Offsets other than bytes_received are refused; retries below it are ignored.
-        assert!(matches!(
-            s.append_upload(&ALICE, &[1; 16], 11, Bytes::from_static(b"x"))
-                .await,
-            Err(BlobError::OffsetMismatch {
-                bytes_received: 10,
-                ..
-            })
-        ));
-        let retry = s
-            .append_upload(&ALICE, &[1; 16], 0, Bytes::from_static(b"x"))
-            .await
-            .unwrap();
-        assert_eq!(retry.bytes_received, 10);
-        assert!(matches!(
-            s.append_upload(&BOB, &[1; 16], 10, Bytes::from_static(b"x"))
-                .await,
-            Err(BlobError::UploadNotFound)
-        ));
-        assert!(matches!(
-            s.commit_upload(&ALICE, &[1; 16], Vec::new()).await,
-            Err(BlobError::Incomplete {
-                bytes_received: 10,
-                ..
-            })
-        ));
-        // Discarding releases the reservation and the pieces.
-        assert!(s.discard_upload(&ALICE, &[1; 16]).await.unwrap());
-        assert_eq!(s.blob_usage(&ALICE).await.unwrap().reserved, 0);
-        assert_eq!(count(s, CHUNKS), 0);
-        // An abandoned upload expires: the sweep deletes it and releases its reservation.
-        s.start_upload(
-            upload(3, BOB, &data),
-            u64::MAX,
-            Bytes::copy_from_slice(&data[..P + 1]),
-        )
-        .await
-        .unwrap();
-        assert_eq!(count(s, CHUNKS), 2);
-        assert_eq!(
-            s.purge_expired_uploads(T0 + 999).await.unwrap(),
-            PurgedUploads::default()
-        );
-        f.clock.store(T0 + 1_000, Ordering::SeqCst);
-        assert!(matches!(
-            s.append_upload(&BOB, &[3; 16], (P + 1) as u64, Bytes::from_static(b"x"))
-                .await,
-            Err(BlobError::UploadNotFound)
-        ));
-        let purged = s.purge_expired_uploads(T0 + 1_000).await.unwrap();
-        assert_eq!((purged.abandoned, purged.more), (1, false));
-        assert_eq!(count(s, CHUNKS), 0);
-        assert_eq!(count(s, "blob_uploads"), 0);
-        assert_eq!(count(s, "blob_upload_owner"), 0);
-        assert_eq!(s.blob_usage(&BOB).await.unwrap().reserved, 0);
-    }
-
-    #[tokio::test]
-    async fn account_deletion_removes_devices_tokens_bundle_and_endpoints() {
-        let f = fixture().await;
-        let s = &f.store;
-        for identity in [ALICE, BOB] {
-            s.register_device(
-                &identity,
-                &[0; 32],
-                DeviceRecord {
-                    id: [4; 16],
-                    name: "phone".into(),
-                    device_key: [9; 32],
-                    created_at_ms: T0,
-                    last_seen_ms: 0,
-                    push: None,
-                    revoked_at_ms: None,
-                },
-                8,
-            )
-            .await
-            .unwrap();
-            s.set_push_token(
-                &identity,
-                &[4; 16],
-                Some(PushToken {
-                    platform: PushPlatform::UnifiedPush,
-                    token: "http://push.example.org/x".into(),
-                }),
-            )
-            .await
-            .unwrap();
-            s.put_recovery_bundle(&identity, Bytes::from_static(b"bundle"), T0)
-                .await
-                .unwrap();
-            s.publish_endpoint(
-                &identity,
-                EndpointRecord {
-                    device_id: vec![4; 16],
-                    node_id: [1; 32],
-                    relay_url: String::new(),
-                    direct_addrs: vec!["192.0.2.1:1".into()],
-                    published_at_ms: T0,
-                    expires_at_ms: T0 + 60_000,
-                },
-            )
-            .await
-            .unwrap();
-        }
-        s.delete_account("alice").await.unwrap();
-        assert!(s.devices_of(&ALICE).await.unwrap().is_empty());
-        assert!(s.push_targets(&ALICE).await.unwrap().is_empty());
-        assert!(s.recovery_bundle(&ALICE).await.unwrap().is_none());
-        assert!(s.endpoints_of(&ALICE, T0).await.unwrap().is_empty());
-        for ks in ["devices", "recovery_bundles", "p2p_endpoints", "p2p_expiry"] {
-            assert_eq!(count(s, ks), 1, "only bob's {ks} remains");
-        }
-        assert_eq!(s.push_targets(&BOB).await.unwrap().len(), 1);
-        // Expired endpoints are swept with their index entries.
-        assert_eq!(
-            s.purge_expired_endpoints(T0 + 60_000).await.unwrap(),
-            (1, false)
-        );
-        assert_eq!(count(s, "p2p_endpoints") + count(s, "p2p_expiry"), 0);
     }
 }
