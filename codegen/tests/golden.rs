@@ -294,3 +294,25 @@ fn unknown_keys_and_bad_toml_are_reported() {
     let error = generate(dir.path()).unwrap_err().to_string();
     assert!(error.contains("unknown field `idempotnt`"), "{error}");
 }
+
+/// A group's trait is named after it; a group that would take the service trait's name, or a
+/// name that is not an identifier, is refused with the trait it would make.
+#[test]
+fn group_names_that_would_clash_or_not_be_traits_are_refused() {
+    let dir = scratch_fixture();
+    let toml = dir.path().join("methods.toml");
+    replace(&toml, "basic = [1, 19]", "demo = [1, 19]");
+    replace(&toml, "secure = [20, 39]", "Secure-Stuff = [20, 39]");
+    for _ in 0..4 {
+        replace(&toml, "group = \"basic\"", "group = \"demo\"");
+    }
+    for _ in 0..3 {
+        replace(&toml, "group = \"secure\"", "group = \"Secure-Stuff\"");
+    }
+    let error = generate(dir.path()).unwrap_err();
+    let expected = [
+        "group `Secure-Stuff` must be snake_case ASCII starting with a letter (e.g. `delivery`): it names the trait `Secure-StuffService`",
+        "group `demo` would generate the trait `DemoService`, the name of the whole service's trait; rename the group",
+    ];
+    assert_eq!(error.problems(), expected, "\n{error}");
+}
