@@ -30,7 +30,7 @@ use quinn::VarInt;
 use quinn::crypto::rustls::QuicServerConfig;
 use tracing::Instrument;
 
-use self::admission::PenaltyBox;
+use self::admission::{Admission, PenaltyBox, Verdict};
 pub use self::options::{Observer, ServerError, ServerOptions};
 use self::stream::{StreamGuard, handle_stream};
 use crate::push::start_push_writer;
@@ -154,40 +154,37 @@ impl Server {
         let pending = Arc::new(AtomicUsize::new(0));
         let next_id = Arc::new(AtomicU64::new(1));
         let penalties = Arc::new(PenaltyBox::new(&self.options));
-        // Token bucket of new clients from unvalidated addresses: (tokens, when counted).
-        let rate = f64::from(self.options.unvalidated_handshakes_per_sec);
-        let mut unvalidated = (rate, Instant::now());
+        let mut admission = Admission::new(&self.options, penalties.clone(), Instant::now());
         while let Some(incoming) = self.endpoint.accept().await {
-            if self.endpoint.open_connections() >= self.options.max_connections {
-                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
-                incoming.refuse();
-                continue;
-            }
-            if !penalties.admit(incoming.remote_address().ip()) {
-                tracing::debug!(remote = %incoming.remote_address(), "address serving an abuse penalty; refusing");
-                incoming.refuse();
-                continue;
-            }
-            let over_rate = !incoming.remote_address_validated() && {
-                let now = Instant::now();
-                let tokens = (unvalidated.0
-                    + now.saturating_duration_since(unvalidated.1).as_secs_f64() * rate)
-                    .min(rate);
-                unvalidated = ((tokens - 1.0).max(-10.0 * rate), now);
-                tokens < 1.0
-            };
-            if !incoming.remote_address_validated()
-                && (over_rate
-                    || pending.load(Ordering::Relaxed)
-                        >= self.options.retry_above_pending_handshakes)
-            {
-                // Under handshake load a client first proves it owns its address.
-                if incoming.retry().is_ok()
-                    && let Some(observer) = &self.options.observer
-                {
-                    observer.stateless_retry();
+            let remote = incoming.remote_address();
+            let verdict = admission.judge(
+                remote.ip(),
+                incoming.remote_address_validated(),
+                self.endpoint.open_connections(),
+                pending.load(Ordering::Relaxed),
+                Instant::now(),
+            );
+            match verdict {
+                Verdict::Accept => {}
+                Verdict::RefuseFull => {
+                    tracing::warn!(%remote, "connection limit reached; refusing");
+                    incoming.refuse();
+                    continue;
                 }
-                continue;
+                Verdict::RefusePenalized => {
+                    tracing::debug!(%remote, "address serving an abuse penalty; refusing");
+                    incoming.refuse();
+                    continue;
+                }
+                Verdict::Retry => {
+                    // Under handshake load a client first proves it owns its address.
+                    if incoming.retry().is_ok()
+                        && let Some(observer) = &self.options.observer
+                    {
+                        observer.stateless_retry();
+                    }
+                    continue;
+                }
             }
             let dispatch = self.dispatch.clone();
             let options = self.options.clone();
@@ -197,7 +194,6 @@ impl Server {
             // Counted here, not in the task, so a burst of Initials sees its own handshakes.
             pending.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
                 let connecting = incoming.accept();
                 let connected = match connecting {
                     Ok(connecting) => {

@@ -15,7 +15,6 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use quinn::VarInt;
 use tracing::Instrument;
 
-use super::admission::PenaltyBox;
+use super::admission::{AbandonBudget, PenaltyBox};
 use super::options::{Observer, ServerOptions};
 use super::panic::{CatchUnwind, panic_message};
 use crate::service::{CallInfo, ConnectionInfo, Dispatch, MethodDescriptor};
@@ -31,19 +30,13 @@ use crate::wire::{self, RequestHeader, Status, StatusCode};
 
 /// What the streams of one connection share (kept here rather than in each stream's
 /// future), and the guard that closes a connection abandoning too many streams before their
-/// request header: a token bucket of [`ServerOptions::abandoned_streams_burst`] tokens
-/// refilled at [`ServerOptions::abandoned_streams_per_sec`].
+/// request header (its [`AbandonBudget`]), putting its address in the penalty box.
 pub(super) struct StreamGuard {
     connection: quinn::Connection,
     dispatch: Arc<dyn Dispatch>,
     header_timeout: Duration,
     observer: Option<Arc<dyn Observer>>,
-    burst: f64,
-    per_sec: f64,
-    /// Tokens and when they were counted.
-    bucket: std::sync::Mutex<(f64, Instant)>,
-    /// Set once the connection was closed for abuse (it is reported once).
-    closed: std::sync::atomic::AtomicBool,
+    abandon_budget: AbandonBudget,
     penalties: Arc<PenaltyBox>,
 }
 
@@ -55,36 +48,19 @@ impl StreamGuard {
         observer: Option<Arc<dyn Observer>>,
         penalties: Arc<PenaltyBox>,
     ) -> Self {
-        let burst = f64::from(options.abandoned_streams_burst.max(1));
         Self {
             connection,
             dispatch,
             header_timeout: options.header_timeout,
             observer,
-            burst,
-            per_sec: f64::from(options.abandoned_streams_per_sec),
-            bucket: std::sync::Mutex::new((burst, Instant::now())),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            abandon_budget: AbandonBudget::new(options, Instant::now()),
             penalties,
         }
     }
 
-    /// Counts one abandoned stream; closes the connection when the bucket is empty.
+    /// Counts one abandoned stream; closes the connection when its budget is dry.
     fn abandoned(&self) {
-        let now = Instant::now();
-        let exhausted = {
-            let mut bucket = self
-                .bucket
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (tokens, at) = *bucket;
-            let refilled = (tokens
-                + now.saturating_duration_since(at).as_secs_f64() * self.per_sec)
-                .min(self.burst);
-            *bucket = ((refilled - 1.0).max(0.0), now);
-            refilled < 1.0
-        };
-        if exhausted && !self.closed.swap(true, Ordering::Relaxed) {
+        if self.abandon_budget.abandoned(Instant::now()) {
             // Debug, not warn: under a flood this happens many times a second; the
             // `connection_closed_for_abuse` observer (a metric) is the operator's signal.
             tracing::debug!(
