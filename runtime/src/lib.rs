@@ -15,6 +15,7 @@ pub mod wire;
 
 mod client;
 mod push;
+mod recv;
 mod server;
 mod service;
 

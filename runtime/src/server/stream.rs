@@ -5,6 +5,9 @@
 //! stopping the stream (the handler's future is dropped); a panic answers Internal with no
 //! text on the wire; last, the response frame.
 //!
+//! Header and body are read through `crate::recv`, that is by the wire's `HeaderReader` and
+//! `BodyAccumulator`, the same decoders the fuzz targets drive.
+//!
 //! Also [`StreamGuard`], what the streams of one connection share, which closes a connection
 //! that abandons too many streams before their request header.
 //!
@@ -18,15 +21,16 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::VarInt;
 use tracing::Instrument;
 
 use super::admission::{AbandonBudget, PenaltyBox};
 use super::options::{Observer, ServerOptions};
 use super::panic::{CatchUnwind, panic_message};
+use crate::recv::{RecvError, read_body, read_header};
 use crate::service::{CallInfo, ConnectionInfo, Dispatch, MethodDescriptor};
-use crate::wire::{self, RequestHeader, Status, StatusCode};
+use crate::wire::{self, FrameError, RequestHeader, Status, StatusCode};
 
 /// What the streams of one connection share (kept here rather than in each stream's
 /// future), and the guard that closes a connection abandoning too many streams before their
@@ -93,40 +97,41 @@ pub(super) async fn handle_stream(
     shared: Arc<StreamGuard>,
 ) {
     let started = Instant::now();
-    let mut header = [0u8; wire::REQUEST_HEADER_LEN];
     // The header usually arrives with the stream: a timer is armed only when it has not.
     let read = {
-        let mut read = pin!(recv.read_exact(&mut header));
+        let mut read = pin!(read_header::<RequestHeader>(&mut recv));
         match poll_once(read.as_mut()).await {
             Poll::Ready(read) => Ok(read),
             // Boxed: the timer's state is then kept out of every stream's future.
             Poll::Pending => Box::pin(tokio::time::timeout(shared.header_timeout, read)).await,
         }
     };
-    match read {
-        Ok(Ok(())) => {}
-        Ok(Err(quinn::ReadExactError::FinishedEarly(received))) => {
+    let header = match read {
+        Ok(Ok(header)) => header,
+        Ok(Err(RecvError::Frame(error))) => {
             shared.abandoned();
-            let status = Status::bad_request(format!(
-                "stream ended after {received} of the {} request header bytes",
-                wire::REQUEST_HEADER_LEN
-            ));
-            write_response(&mut send, 0, Err(status)).await;
+            let message = match error {
+                FrameError::Truncated { received } => format!(
+                    "stream ended after {received} of the {} request header bytes",
+                    wire::REQUEST_HEADER_LEN
+                ),
+                other => format!("request header: {other}"),
+            };
+            write_response(&mut send, 0, Err(Status::bad_request(message))).await;
             return;
         }
-        Ok(Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(_)))) => {
+        Ok(Err(RecvError::Reset)) => {
             shared.abandoned();
             return;
         }
-        Ok(Err(_)) => return,
+        Ok(Err(RecvError::Lost(_))) => return,
         Err(_) => {
             shared.abandoned();
             let _ = recv.stop(VarInt::from_u32(crate::STREAM_CANCELLED));
             let _ = send.reset(VarInt::from_u32(crate::STREAM_CANCELLED));
             return;
         }
-    }
-    let header = RequestHeader::parse(&header);
+    };
     let Some(method) = shared.dispatch.method(header.method_id) else {
         let _ = recv.stop(VarInt::from_u32(crate::STREAM_REFUSED));
         tracing::debug!(method_id = header.method_id, "unknown method");
@@ -208,40 +213,24 @@ async fn run_call(
     }
     let deadline = started + method.timeout();
     let call = CallInfo::new(method, header.req_id, deadline, connection);
-    let len = header.len as usize;
+    let len = header.len;
     let work = pin!(async move {
         // The length was checked against the method's limit above; the body is taken as QUIC
         // hands it over (one chunk, the usual case: no copy and no allocation), and never more
         // than `len` bytes are buffered.
-        let mut first = Bytes::new();
-        let mut joined: Option<BytesMut> = None;
-        let mut received = 0;
-        while received < len {
-            match recv.read_chunk(len - received, true).await {
-                Ok(Some(chunk)) => {
-                    received += chunk.bytes.len();
-                    if first.is_empty() && joined.is_none() {
-                        first = chunk.bytes;
-                    } else {
-                        let joined = joined.get_or_insert_with(|| {
-                            let mut joined = BytesMut::with_capacity(len);
-                            joined.extend_from_slice(&first);
-                            joined
-                        });
-                        joined.extend_from_slice(&chunk.bytes);
-                    }
-                }
-                Ok(None) => {
-                    return Err(CallFailure::Status(Status::bad_request(format!(
-                        "stream ended after {received} of the {len} request body bytes the header announced"
-                    ))));
-                }
-                Err(_) => return Err(CallFailure::Gone),
+        let body = match read_body(&mut recv, len).await {
+            Ok(body) => body,
+            Err(RecvError::Frame(FrameError::BodyTruncated { received, len })) => {
+                return Err(CallFailure::Status(Status::bad_request(format!(
+                    "stream ended after {received} of the {len} request body bytes the header announced"
+                ))));
             }
-        }
-        let body = match joined {
-            Some(joined) => joined.freeze(),
-            None => first,
+            Err(RecvError::Frame(other)) => {
+                return Err(CallFailure::Status(Status::bad_request(format!(
+                    "request body: {other}"
+                ))));
+            }
+            Err(RecvError::Reset | RecvError::Lost(_)) => return Err(CallFailure::Gone),
         };
         dispatch.call(call, body).await.map_err(CallFailure::Status)
     });
