@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// The text of a panic, for the log (never for the wire).
 pub(super) fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
     if let Some(text) = panic.downcast_ref::<&'static str>() {
         text
@@ -33,5 +34,34 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(panic) => Poll::Ready(Err(panic)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_err_with_its_message() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut fine = CatchUnwind(std::future::ready(7));
+        assert!(matches!(
+            Pin::new(&mut fine).poll(&mut cx),
+            Poll::Ready(Ok(7))
+        ));
+        let mut panics = CatchUnwind(Box::pin(async {
+            let secret = "the secret";
+            panic!("handler failed: {secret}");
+        }));
+        let Poll::Ready(Err(panic)) = Pin::new(&mut panics).poll(&mut cx) else {
+            panic!("the panic was not caught");
+        };
+        assert_eq!(panic_message(&panic), "handler failed: the secret");
+        let mut other = CatchUnwind(Box::pin(async { std::panic::panic_any(42u32) }));
+        let Poll::Ready(Err(panic)) = Pin::new(&mut other).poll(&mut cx) else {
+            panic!("the panic was not caught");
+        };
+        assert_eq!(panic_message(&panic), "(non-string panic payload)");
     }
 }
