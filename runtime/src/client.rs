@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::VarInt;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use crate::push::{PushReceiver, start_push_reader};
+use crate::recv::{RecvError, read_body, read_header};
 use crate::server::bind_udp;
 use crate::tls::{self, ServerTrust, TlsError, TlsIdentity};
-use crate::wire::{self, ResponseHeader, Status, StatusCode};
+use crate::wire::{self, FrameError, ResponseHeader, Status, StatusCode};
 
 /// How a client connects.
 #[derive(Clone, Debug)]
@@ -256,37 +257,18 @@ fn transport(error: impl std::fmt::Display) -> RpcError {
     RpcError::Transport(error.to_string())
 }
 
-/// Reads exactly `len` body bytes. Large bodies are taken as QUIC hands them over: one chunk
-/// is returned as is (no copy), several are joined once; nothing is zero-filled first.
-async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, RpcError> {
-    let early = |got: usize| {
-        RpcError::Protocol(format!(
-            "stream ended after {got} of {len} response body bytes"
-        ))
-    };
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut got = 0;
-    while got < len {
-        match recv.read_chunk(len - got, true).await {
-            Ok(Some(chunk)) => {
-                got += chunk.bytes.len();
-                chunks.push(chunk.bytes);
-            }
-            Ok(None) => return Err(early(got)),
-            Err(e) => return Err(transport(e)),
-        }
+/// What a failed read of the response frame becomes.
+fn response_error(error: RecvError) -> RpcError {
+    match error {
+        RecvError::Frame(FrameError::Truncated { received }) => RpcError::Protocol(format!(
+            "stream ended after {received} bytes of the response header"
+        )),
+        RecvError::Frame(FrameError::BodyTruncated { received, len }) => RpcError::Protocol(
+            format!("stream ended after {received} of {len} response body bytes"),
+        ),
+        RecvError::Frame(other) => RpcError::Protocol(format!("response: {other}")),
+        RecvError::Reset | RecvError::Lost(_) => transport(error),
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(len);
-            for chunk in chunks {
-                joined.extend_from_slice(&chunk);
-            }
-            joined.freeze()
-        }
-    })
 }
 
 impl Connection {
@@ -335,14 +317,9 @@ impl Connection {
         let exchange = async {
             send.write_all_chunks(&mut frame).await.map_err(transport)?;
             let _ = send.finish();
-            let mut header = [0u8; wire::RESPONSE_HEADER_LEN];
-            recv.read_exact(&mut header).await.map_err(|e| match e {
-                quinn::ReadExactError::FinishedEarly(n) => RpcError::Protocol(format!(
-                    "stream ended after {n} bytes of the response header"
-                )),
-                quinn::ReadExactError::ReadError(e) => transport(e),
-            })?;
-            let header = ResponseHeader::parse(&header);
+            let header = read_header::<ResponseHeader>(&mut recv)
+                .await
+                .map_err(response_error)?;
             if header.req_id != req_id {
                 return Err(RpcError::Protocol(format!(
                     "response carries req_id {} for request {req_id}",
@@ -351,7 +328,10 @@ impl Connection {
             }
             wire::check_len(header.len, self.inner.max_response_bytes)
                 .map_err(|e| RpcError::Protocol(format!("response refused: {e}")))?;
-            let body = read_body(&mut recv, header.len as usize).await?;
+            // A body in one chunk (the usual case) is taken as is: no copy, no allocation.
+            let body = read_body(&mut recv, header.len)
+                .await
+                .map_err(response_error)?;
             Ok((header.status, body))
         };
         let outcome = tokio::select! {

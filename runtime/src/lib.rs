@@ -5,15 +5,18 @@
 //! - [`connect`] / [`Connection`]: the QUIC client that generated clients call through.
 //! - [`PushSink`] / [`PushReceiver`]: server push on one uni stream per connection.
 //! - [`tls`]: certificates and pinning.
+//! - [`limits`]: token buckets, the address key and the clock, pure; for every limiter.
 //! - [`codegen`]: the facade generated code imports; not meant for hand-written code.
 
 pub mod codegen;
+pub mod limits;
 pub mod tls;
 pub mod wire;
 
 mod client;
 mod dispatch;
 mod push;
+mod recv;
 mod server;
 mod service;
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use crate::recv::{read_body, read_header};
 use crate::wire::{self, PushFrame};
 
 /// Why a push was not queued.
@@ -140,24 +141,23 @@ pub(crate) fn start_push_reader(
         while let Ok(mut stream) = connection.accept_uni().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut header = [0u8; wire::PUSH_HEADER_LEN];
                 loop {
-                    if stream.read_exact(&mut header).await.is_err() {
+                    // Any failure ends the push stream: the end of the stream (between frames
+                    // or inside one), a reset, or a lost connection.
+                    let Ok(header) = read_header::<wire::PushHeader>(&mut stream).await else {
                         return;
-                    }
-                    let header = wire::PushHeader::parse(&header);
+                    };
                     if let Err(error) = wire::check_len(header.len, max_event_bytes) {
                         tracing::warn!(%error, "server sent an oversized push; closing the push stream");
                         let _ = stream.stop(quinn::VarInt::from_u32(crate::CLOSE_PROTOCOL_ERROR));
                         return;
                     }
-                    let mut body = vec![0u8; header.len as usize];
-                    if stream.read_exact(&mut body).await.is_err() {
+                    let Ok(body) = read_body(&mut stream, header.len).await else {
                         return;
-                    }
+                    };
                     let frame = PushFrame {
                         event_type: header.event_type,
-                        body: Bytes::from(body),
+                        body,
                     };
                     match tx.try_send(frame) {
                         Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}

@@ -12,6 +12,9 @@
 //! consumes exactly one frame. The declared length is checked against the caller's limit
 //! **before** any buffer space is reserved, so a hostile length costs nothing. At the end of a
 //! stream, [`finish`] reports leftover bytes as a truncated frame.
+//!
+//! Every header is parsed by one function, [`FrameHeader::peek`]: the buffer decoders here
+//! and the chunk readers of `reader.rs` (what the QUIC transport uses) share it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -24,6 +27,20 @@ pub const REQUEST_HEADER_LEN: usize = 10;
 pub const RESPONSE_HEADER_LEN: usize = 9;
 /// Length of a push header: `u16 + u32`.
 pub const PUSH_HEADER_LEN: usize = 6;
+
+/// The fixed part of a frame: [`RequestHeader`], [`ResponseHeader`] or [`PushHeader`].
+pub trait FrameHeader: Copy + Sized {
+    /// Its length on the wire.
+    const LEN: usize;
+
+    /// Parses the header from the first [`LEN`](Self::LEN) bytes of `bytes`, or `None` when
+    /// fewer are there. Bytes after the header are not looked at.
+    fn peek(bytes: &[u8]) -> Option<Self>;
+
+    /// The declared length of the body that follows (to check against a limit before
+    /// anything is reserved for it).
+    fn body_len(&self) -> u32;
+}
 
 /// The fixed part of a request frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +72,19 @@ impl RequestHeader {
         buf.put_u32(self.req_id);
         buf.put_u32(self.len);
         out
+    }
+}
+
+impl FrameHeader for RequestHeader {
+    const LEN: usize = REQUEST_HEADER_LEN;
+
+    fn peek(bytes: &[u8]) -> Option<Self> {
+        let header = bytes.get(..Self::LEN)?;
+        Some(Self::parse(header.try_into().ok()?))
+    }
+
+    fn body_len(&self) -> u32 {
+        self.len
     }
 }
 
@@ -91,6 +121,19 @@ impl ResponseHeader {
     }
 }
 
+impl FrameHeader for ResponseHeader {
+    const LEN: usize = RESPONSE_HEADER_LEN;
+
+    fn peek(bytes: &[u8]) -> Option<Self> {
+        let header = bytes.get(..Self::LEN)?;
+        Some(Self::parse(header.try_into().ok()?))
+    }
+
+    fn body_len(&self) -> u32 {
+        self.len
+    }
+}
+
 /// The fixed part of a push frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PushHeader {
@@ -117,6 +160,19 @@ impl PushHeader {
         buf.put_u16(self.event_type);
         buf.put_u32(self.len);
         out
+    }
+}
+
+impl FrameHeader for PushHeader {
+    const LEN: usize = PUSH_HEADER_LEN;
+
+    fn peek(bytes: &[u8]) -> Option<Self> {
+        let header = bytes.get(..Self::LEN)?;
+        Some(Self::parse(header.try_into().ok()?))
+    }
+
+    fn body_len(&self) -> u32 {
+        self.len
     }
 }
 
@@ -237,10 +293,9 @@ pub fn decode_request(
     buf: &mut BytesMut,
     limit: impl FnOnce(u16) -> Result<u32, FrameError>,
 ) -> Result<Option<RequestFrame>, FrameError> {
-    let Some(header) = buf.get(..REQUEST_HEADER_LEN) else {
+    let Some(header) = RequestHeader::peek(buf) else {
         return Ok(None);
     };
-    let header = RequestHeader::parse(header.try_into().expect("slice of header length"));
     check_len(header.len, limit(header.method_id)?)?;
     Ok(
         split_frame(buf, REQUEST_HEADER_LEN, header.len).map(|body| RequestFrame {
@@ -256,10 +311,9 @@ pub fn decode_response(
     buf: &mut BytesMut,
     max_len: u32,
 ) -> Result<Option<ResponseFrame>, FrameError> {
-    let Some(header) = buf.get(..RESPONSE_HEADER_LEN) else {
+    let Some(header) = ResponseHeader::peek(buf) else {
         return Ok(None);
     };
-    let header = ResponseHeader::parse(header.try_into().expect("slice of header length"));
     check_len(header.len, max_len)?;
     Ok(
         split_frame(buf, RESPONSE_HEADER_LEN, header.len).map(|body| ResponseFrame {
@@ -272,10 +326,9 @@ pub fn decode_response(
 
 /// Decodes one push frame from the front of `buf`, refusing bodies over `max_len`.
 pub fn decode_push(buf: &mut BytesMut, max_len: u32) -> Result<Option<PushFrame>, FrameError> {
-    let Some(header) = buf.get(..PUSH_HEADER_LEN) else {
+    let Some(header) = PushHeader::peek(buf) else {
         return Ok(None);
     };
-    let header = PushHeader::parse(header.try_into().expect("slice of header length"));
     check_len(header.len, max_len)?;
     Ok(
         split_frame(buf, PUSH_HEADER_LEN, header.len).map(|body| PushFrame {

@@ -4,16 +4,24 @@
 //! bytes. It depends on `bytes` and `thiserror` only. **Architecture invariant:** nothing in
 //! here names quinn or tokio (a test in `runtime/tests/invariants.rs` checks), so it can be
 //! fuzzed and reused by other transports.
+//!
+//! Two ways in, one parser: the buffer decoders (`decode_request`, `decode_response`,
+//! `decode_push`) for bytes gathered in one buffer, and the chunk readers ([`HeaderReader`],
+//! [`BodyAccumulator`]) that the QUIC server, client and push reader feed as chunks arrive.
+//! Both parse headers with [`FrameHeader::peek`] and check lengths with [`check_len`]; the
+//! fuzz targets in `fuzz/` drive both and check that they agree.
 
 mod frame;
 mod pb;
+mod reader;
 mod status;
 
 pub use frame::{
-    PUSH_HEADER_LEN, PushFrame, PushHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, RequestFrame,
-    RequestHeader, ResponseFrame, ResponseHeader, check_len, decode_push, decode_request,
-    decode_response, encode_push, encode_request, encode_response, finish,
+    FrameHeader, PUSH_HEADER_LEN, PushFrame, PushHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
+    RequestFrame, RequestHeader, ResponseFrame, ResponseHeader, check_len, decode_push,
+    decode_request, decode_response, encode_push, encode_request, encode_response, finish,
 };
+pub use reader::{BodyAccumulator, HeaderReader};
 pub use status::{Status, StatusCode};
 
 /// Why bytes could not be turned into a frame (or a frame into bytes).
@@ -36,6 +44,23 @@ pub enum FrameError {
     Truncated {
         /// Bytes of the partial frame that did arrive.
         received: usize,
+    },
+    /// The stream ended inside a frame's body.
+    #[error("stream ended after {received} of the {len} body bytes the header announced")]
+    BodyTruncated {
+        /// Body bytes that did arrive.
+        received: usize,
+        /// The length the header declared.
+        len: u32,
+    },
+    /// A reader was offered more bytes than its frame has left (more than the header
+    /// declared); it took none of them.
+    #[error("{got} bytes offered where the frame has only {expected} left")]
+    Overrun {
+        /// Bytes the frame still needed.
+        expected: usize,
+        /// Bytes offered.
+        got: usize,
     },
     /// A body too long to describe with a `u32` length.
     #[error("frame body of {len} bytes cannot be described by a u32 length")]
