@@ -25,7 +25,6 @@ pub mod store;
 
 mod api;
 mod background;
-mod clock;
 mod config;
 mod errors;
 mod federation;
@@ -37,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use qpq_runtime::limits::Clock;
 use qpq_runtime::{Server, ServerHandle, ServerOptions, TlsIdentity};
 use qpq_schema::QpqServer;
 
@@ -67,34 +67,49 @@ pub struct Messenger<S: Store> {
     rate_limits: limits::classes::RateLimiter,
     /// Federation peers and the links to them (see `federation/`).
     federation: federation::Federation,
+    /// The one clock of the server.
+    clock: Clock,
 }
 
 impl<S: Store> Messenger<S> {
     /// Builds the state over an open store and OPAQUE setup, loading (or creating) the key
-    /// transparency log key in the data directory.
-    pub fn new(config: Config, store: S, opaque: OpaqueServer) -> anyhow::Result<Self> {
+    /// transparency log key in the data directory. `clock` is the time of every limit,
+    /// expiry and timestamp the server keeps (the store and OPAQUE setup use the same).
+    pub fn new(
+        config: Config,
+        store: S,
+        opaque: OpaqueServer,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let kt_log = api::kt::LogKey::load_or_create(&config.data_dir)
             .context("could not load or create the key transparency log key")?;
         Ok(Self {
             key_fetches: limits::key_fetches::FetchLimiter::new(
                 config.key_package_fetches_per_minute,
+                clock.clone(),
             ),
             kt_log,
-            rate_limits: limits::classes::RateLimiter::new(&config.rate_limit),
+            rate_limits: limits::classes::RateLimiter::new(&config.rate_limit, clock.clone()),
             federation: federation::Federation::new(&config, None)?,
             config,
             started: Instant::now(),
             store,
             opaque,
-            limiter: LoginLimiter::new(LimiterConfig::default()),
-            live: Arc::new(Live::default()),
+            limiter: LoginLimiter::with_clock(LimiterConfig::default(), clock.clone()),
+            live: Arc::new(Live::new(clock.clone())),
             push: background::push::PushQueue::default(),
             seen: api::device::SeenDevices::default(),
+            clock,
         })
     }
 
     fn is_serving(&self) -> bool {
         true
+    }
+
+    /// Now, Unix ms, on the server's clock.
+    fn now_ms(&self) -> u64 {
+        self.clock.unix_ms()
     }
 
     fn session_ttl(&self) -> Duration {
@@ -169,15 +184,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ttl: Duration::from_millis(config.login_ttl_ms),
         ..LoginConfig::default()
     };
-    let opaque = OpaqueServer::load_or_create_with(&config.data_dir, login, auth::Clock::system())
+    let clock = Clock::system();
+    let opaque = OpaqueServer::load_or_create_with(&config.data_dir, login, clock.clone())
         .context("could not load or create the OPAQUE server setup")?;
-    let store = open_embedded_store(&config).await?;
-    serve(config, identity, opaque, store).await
+    let store = open_embedded_store(&config, clock.clone()).await?;
+    serve(config, identity, opaque, store, clock).await
 }
 
 /// The embedded default store in `<data-dir>/db`, with the configured durability and queue
 /// limits.
-async fn open_embedded_store(config: &Config) -> anyhow::Result<FjallStore> {
+async fn open_embedded_store(config: &Config, clock: Clock) -> anyhow::Result<FjallStore> {
     let store_dir = config.data_dir.join(ops::backup::DB_DIR);
     let options = StoreOptions {
         durability: if config.sync_each_write {
@@ -190,7 +206,7 @@ async fn open_embedded_store(config: &Config) -> anyhow::Result<FjallStore> {
             max_bytes: config.queue_max_bytes,
             ..QueueLimits::default()
         },
-        ..StoreOptions::default()
+        clock,
     };
     let dir = store_dir.clone();
     tokio::task::spawn_blocking(move || FjallStore::open(&dir, options))
@@ -207,13 +223,15 @@ async fn serve<S: Store>(
     identity: TlsIdentity,
     opaque: OpaqueServer,
     store: S,
+    clock: Clock,
 ) -> anyhow::Result<RunningServer> {
     let engine = store.engine();
     let metrics = Arc::new(ops::metrics::Metrics::new(ops::metrics::gauges(
         store.clone(),
     )));
     let messenger = Arc::new(
-        Messenger::new(config.clone(), store, opaque)?.with_federation_identity(&identity)?,
+        Messenger::new(config.clone(), store, opaque, clock)?
+            .with_federation_identity(&identity)?,
     );
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let mut options = ServerOptions::default();

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use qpq_runtime::ConnectionInfo;
+use qpq_runtime::limits::Clock;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::store::IdentityKey;
@@ -44,16 +45,26 @@ pub(crate) struct Live {
     /// Sent under the state lock, so changes of one identity arrive in order.
     presence: mpsc::Sender<PresenceChange>,
     presence_events: Mutex<Option<mpsc::Receiver<PresenceChange>>>,
+    /// Times presence changes.
+    clock: Clock,
 }
 
-impl Default for Live {
-    fn default() -> Self {
+impl Live {
+    /// An empty registry on `clock`.
+    pub(crate) fn new(clock: Clock) -> Self {
         let (presence, events) = mpsc::channel(PRESENCE_BUFFER);
         Self {
             state: Mutex::default(),
             presence,
             presence_events: Mutex::new(Some(events)),
+            clock,
         }
+    }
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self::new(Clock::system())
     }
 }
 
@@ -84,7 +95,7 @@ impl Live {
         let change = PresenceChange {
             identity,
             online,
-            at_ms: crate::clock::now_ms(),
+            at_ms: self.clock.unix_ms(),
         };
         let _ = self.presence.try_send(change);
     }

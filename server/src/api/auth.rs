@@ -6,7 +6,6 @@
 //! token's SHA-256).
 
 use crate::auth::{LoginId, new_session_token};
-use crate::clock::now_ms;
 use crate::store::{Account, SessionRecord, Store, StoreError};
 use crate::{Messenger, errors};
 use bytes::Bytes;
@@ -104,7 +103,7 @@ impl<S: Store> AuthService for Messenger<S> {
             username: request.username.clone(),
             identity_key,
             password_file,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         match self.store.create_account(account).await {
             Ok(()) => {
@@ -198,7 +197,7 @@ impl<S: Store> AuthService for Messenger<S> {
         self.limiter
             .record_success(&request.username, ctx.peer_addr().ip());
         let (token, token_hash) = new_session_token();
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = now.saturating_add(self.session_ttl().as_millis() as u64);
         let record = SessionRecord {
             token_hash,

@@ -24,7 +24,6 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::pieces;
 use crate::store::{
     BlobError, BlobId, IdentityKey, NewUpload, Store, StoreError, UploadId, UploadState,
@@ -128,7 +127,7 @@ impl<S: Store> Messenger<S> {
             total_size: request.total_size,
             sha256,
             mime_type: request.mime_type,
-            expires_at_ms: now_ms().saturating_add(UPLOAD_TTL.as_millis() as u64),
+            expires_at_ms: self.now_ms().saturating_add(UPLOAD_TTL.as_millis() as u64),
         };
         pieces::start(
             &self.store,
@@ -178,7 +177,7 @@ impl<S: Store> Messenger<S> {
     /// Deletes expired unfinished uploads (called by the sweeper).
     pub(crate) async fn sweep_uploads(&self) {
         loop {
-            match self.store.purge_expired_uploads(now_ms()).await {
+            match self.store.purge_expired_uploads(self.now_ms()).await {
                 Ok(stats) => {
                     if stats.abandoned > 0 {
                         tracing::info!(uploads = stats.abandoned, "deleted abandoned blob uploads");
@@ -225,7 +224,7 @@ impl<S: Store> BlobService for Messenger<S> {
                 &id,
                 request.offset,
                 request.chunk,
-                now_ms(),
+                self.now_ms(),
             )
             .await
             .map_err(blob_error)?

@@ -14,7 +14,6 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::{
     Actor, Channel, ChannelId, ChannelRole, IdentityKey, NewChannel, NewMessage, Refusal, Store,
     StoreError,
@@ -116,27 +115,28 @@ pub(crate) fn role_to_proto(role: ChannelRole) -> proto::ChannelRole {
     }
 }
 
-/// A membership event about `member` (empty for metadata) made by `actor`.
-pub(crate) fn membership(
-    channel: &ChannelId,
-    kind: proto::MembershipChange,
-    member: Option<&IdentityKey>,
-    actor: &IdentityKey,
-    role: Option<ChannelRole>,
-) -> proto::MembershipEvent {
-    proto::MembershipEvent {
-        channel_id: Bytes::copy_from_slice(&channel.0),
-        kind: kind as i32,
-        member_identity_key: member
-            .map(|m| Bytes::copy_from_slice(m))
-            .unwrap_or_default(),
-        actor_identity_key: Bytes::copy_from_slice(actor),
-        role: role.map_or(proto::ChannelRole::Unspecified, role_to_proto) as i32,
-        changed_at_unix_ms: now_ms(),
-    }
-}
-
 impl<S: Store> Messenger<S> {
+    /// A membership event about `member` (empty for metadata) made by `actor`.
+    pub(crate) fn membership(
+        &self,
+        channel: &ChannelId,
+        kind: proto::MembershipChange,
+        member: Option<&IdentityKey>,
+        actor: &IdentityKey,
+        role: Option<ChannelRole>,
+    ) -> proto::MembershipEvent {
+        proto::MembershipEvent {
+            channel_id: Bytes::copy_from_slice(&channel.0),
+            kind: kind as i32,
+            member_identity_key: member
+                .map(|m| Bytes::copy_from_slice(m))
+                .unwrap_or_default(),
+            actor_identity_key: Bytes::copy_from_slice(actor),
+            role: role.map_or(proto::ChannelRole::Unspecified, role_to_proto) as i32,
+            changed_at_unix_ms: self.now_ms(),
+        }
+    }
+
     /// Whether the session's user is a server administrator (configuration).
     pub(crate) fn is_admin(&self, session: &Session) -> bool {
         self.config.admins.iter().any(|a| a == &session.username)
@@ -229,7 +229,7 @@ impl<S: Store> ChannelService for Messenger<S> {
             })?;
             members.push(identity);
         }
-        let created_at_ms = now_ms();
+        let created_at_ms = self.now_ms();
         // Ids are 16 random bytes: a collision is practically impossible, but a retry with a
         // fresh id costs nothing.
         let mut attempt = 0;
@@ -256,7 +256,7 @@ impl<S: Store> ChannelService for Messenger<S> {
             }
         };
         for member in members.iter().filter(|m| **m != owner) {
-            let event = membership(
+            let event = self.membership(
                 &channel.id,
                 proto::MembershipChange::Added,
                 Some(member),

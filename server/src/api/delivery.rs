@@ -181,7 +181,7 @@ impl<S: Store> Messenger<S> {
             } else {
                 Bytes::new()
             },
-            enqueued_at_unix_ms: crate::clock::now_ms(),
+            enqueued_at_unix_ms: self.now_ms(),
         };
         for connection in connections {
             // A full push buffer only loses the hint; the queue still has the message.

@@ -25,7 +25,6 @@ use qpq_schema::{DeviceService, proto};
 
 use crate::auth::identity_of;
 use crate::background::push::check_endpoint;
-use crate::clock::now_ms;
 use crate::store::{
     DeviceError, DeviceId, DeviceRecord, IdentityKey, PushPlatform, PushToken, Store, StoreError,
 };
@@ -54,9 +53,9 @@ impl SeenDevices {
 
     /// Notes a call of a session bound to `device` (ids that are not 16 bytes are never
     /// registered devices and are ignored).
-    pub(crate) fn touch(&self, identity: &IdentityKey, device: &[u8]) {
+    pub(crate) fn touch(&self, identity: &IdentityKey, device: &[u8], now_ms: u64) {
         if let Ok(id) = DeviceId::try_from(device) {
-            self.lock().insert((*identity, id), (now_ms(), true));
+            self.lock().insert((*identity, id), (now_ms, true));
         }
     }
 
@@ -181,7 +180,7 @@ impl<S: Store> DeviceService for Messenger<S> {
             id,
             name: request.name,
             device_key,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
             last_seen_ms: 0,
             push: None,
             revoked_at_ms: None,
@@ -192,7 +191,7 @@ impl<S: Store> DeviceService for Messenger<S> {
             .await
             .map_err(device_error)?;
         if registered.bound_session {
-            self.seen.touch(&identity, &id);
+            self.seen.touch(&identity, &id, self.now_ms());
         }
         tracing::info!(
             username = %ctx.auth().username,
@@ -251,7 +250,7 @@ impl<S: Store> DeviceService for Messenger<S> {
         let id = device_id(&request.device_id, "device_id")?;
         let ended = self
             .store
-            .revoke_device(&identity, &id, now_ms())
+            .revoke_device(&identity, &id, self.now_ms())
             .await
             .map_err(device_error)?;
         self.seen.forget(&identity, &id);

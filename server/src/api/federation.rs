@@ -6,7 +6,6 @@
 
 use crate::api::auth::{check_identity_key, check_username};
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::federation::link::PeerLink;
 use crate::federation::{
     MAX_CLOCK_SKEW_MS, MAX_PAYLOAD, MAX_RELAY_AGE_MS, MAX_RELAY_BATCH, RELAY_ID_RETENTION_MS,
@@ -34,7 +33,7 @@ impl<S: Store> FederationService for Messenger<S> {
             .ok_or_else(|| Status::bad_request("message is missing"))?;
         // Checked first and alone: a peer relaying for another domain is refused outright.
         sender_name(peer, &message.sender)?;
-        let delivery = self.check_relayed(peer, message, now_ms()).await?;
+        let delivery = self.check_relayed(peer, message, self.now_ms()).await?;
         let announce = (delivery.recipient, delivery.message.clone());
         let outcome = self
             .store
@@ -75,7 +74,7 @@ impl<S: Store> FederationService for Messenger<S> {
             sender_name(peer, &message.sender)
                 .map_err(|s| Status::new(s.code(), format!("messages[{i}]: {}", s.message())))?;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut results: Vec<proto::RelayResult> = Vec::with_capacity(request.messages.len());
         // Indexes into `results` of the checked messages, in order.
         let mut checked = Vec::new();

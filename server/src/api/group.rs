@@ -7,8 +7,8 @@
 //! `channel.rs`.
 
 use crate::api::channel::{
-    MAX_DESCRIPTION, MAX_NAME, MAX_SETTINGS, channel_id, check_settings, check_text, membership,
-    refusal, role_to_proto,
+    MAX_DESCRIPTION, MAX_NAME, MAX_SETTINGS, channel_id, check_settings, check_text, refusal,
+    role_to_proto,
 };
 use crate::api::keys::identity_field;
 use crate::auth::identity_of;
@@ -62,7 +62,7 @@ impl<S: Store> GroupService for Messenger<S> {
         if removal.removed {
             let mut told = removal.remaining.clone();
             told.push(target);
-            let event = membership(
+            let event = self.membership(
                 &id,
                 proto::MembershipChange::Removed,
                 Some(&target),
@@ -71,7 +71,7 @@ impl<S: Store> GroupService for Messenger<S> {
             );
             self.push_membership(&told, &event);
             if let Some(owner) = removal.new_owner {
-                let event = membership(
+                let event = self.membership(
                     &id,
                     proto::MembershipChange::RoleChanged,
                     Some(&owner),
@@ -137,7 +137,7 @@ impl<S: Store> GroupService for Messenger<S> {
             .map_err(errors::store)?
             .map_err(refusal)?;
         if metadata_changed {
-            let event = membership(
+            let event = self.membership(
                 &id,
                 proto::MembershipChange::MetadataUpdated,
                 None,
@@ -147,7 +147,7 @@ impl<S: Store> GroupService for Messenger<S> {
             self.push_membership(&members, &event);
         }
         for (identity, role) in role_changes {
-            let event = membership(
+            let event = self.membership(
                 &id,
                 proto::MembershipChange::RoleChanged,
                 Some(&identity),
@@ -287,7 +287,7 @@ impl<S: Store> GroupService for Messenger<S> {
             self.announce(recipient, *seq, message);
         }
         for added in &outcome.added {
-            let event = membership(
+            let event = self.membership(
                 &id,
                 proto::MembershipChange::Added,
                 Some(added),

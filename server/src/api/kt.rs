@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 
 use crate::api::keys::identity_field;
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::{KtHead, KtLeafKind, KtLeafRecord, KtSubject, Store, StoreError};
 use crate::{Messenger, errors};
 
@@ -248,7 +247,7 @@ impl<S: Store> KtService for Messenger<S> {
             None => (0, None),
         };
         Ok(proto::AuditKeyTransparencyResponse {
-            tree_head: Some(self.kt_log.sign(&proof.head, now_ms())),
+            tree_head: Some(self.kt_log.sign(&proof.head, self.now_ms())),
             leaf,
             leaf_index,
             inclusion_path: hashes(proof.inclusion),

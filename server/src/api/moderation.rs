@@ -16,7 +16,6 @@ use rand::rngs::OsRng;
 use crate::api::channel::{channel_id, optional_channel_id, refusal};
 use crate::api::keys::identity_field;
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::{BanRecord, BanScope, ChannelId, IdentityKey, Refusal, ReportRecord, Store};
 use crate::{Messenger, errors};
 
@@ -181,7 +180,7 @@ impl<S: Store> ModerationService for Messenger<S> {
             category: category as u8,
             reason: request.reason,
             evidence: request.evidence,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
         };
         self.store.add_report(report).await.map_err(errors::store)?;
         Ok(proto::ReportMessageResponse {
@@ -206,7 +205,7 @@ impl<S: Store> ModerationService for Messenger<S> {
         if target == actor.identity {
             return Err(Status::bad_request("you cannot ban yourself"));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = match request.duration_secs {
             0 => 0,
             secs => now.saturating_add(u64::from(secs) * 1000),

@@ -15,7 +15,6 @@ use qpq_runtime::{Anonymous, Ctx, Session, Status};
 use qpq_schema::{P2pService, proto};
 
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::{EndpointRecord, IdentityKey, Store, StoreError};
 use crate::{Messenger, errors};
 
@@ -74,7 +73,7 @@ impl<S: Store> Messenger<S> {
     /// Deletes expired endpoints (called by the sweeper).
     pub(crate) async fn sweep_endpoints(&self) {
         loop {
-            match self.store.purge_expired_endpoints(now_ms()).await {
+            match self.store.purge_expired_endpoints(self.now_ms()).await {
                 Ok((_, true)) => continue,
                 Ok((_, false)) => break,
                 Err(error) => {
@@ -101,7 +100,7 @@ impl<S: Store> P2pService for Messenger<S> {
             status: status as i32,
             uptime_secs: self.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            server_time_unix_ms: now_ms(),
+            server_time_unix_ms: self.now_ms(),
             domain: self.config.domain.clone().unwrap_or_default(),
         })
     }
@@ -120,7 +119,7 @@ impl<S: Store> P2pService for Messenger<S> {
             0 => DEFAULT_TTL_SECS,
             n => n.min(MAX_TTL_SECS),
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = now.saturating_add(ttl * 1_000);
         let record = EndpointRecord {
             device_id: ctx.auth().device_id.as_deref().unwrap_or_default().to_vec(),
@@ -154,7 +153,7 @@ impl<S: Store> P2pService for Messenger<S> {
         })?;
         let endpoints = self
             .store
-            .endpoints_of(&identity, now_ms())
+            .endpoints_of(&identity, self.now_ms())
             .await
             .map_err(errors::store)?
             .into_iter()

@@ -6,13 +6,12 @@
 //! `--recovery-fresh-login-secs` (default 5 minutes), so a stolen long-lived session token
 //! alone does not hand out the bundle: whoever fetches it has just proven the password.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use qpq_runtime::{Ctx, Session, Status};
 use qpq_schema::{RecoveryService, proto};
 
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::{Store, StoreError};
 use crate::{Messenger, errors};
 
@@ -32,7 +31,7 @@ impl<S: Store> RecoveryService for Messenger<S> {
                 request.bundle.len()
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         match self
             .store
             .put_recovery_bundle(&identity, request.bundle, now)
@@ -55,7 +54,8 @@ impl<S: Store> RecoveryService for Messenger<S> {
     ) -> Result<proto::FetchRecoveryBundleResponse, Status> {
         let identity = identity_of(ctx.auth())?;
         let window = Duration::from_secs(self.config.recovery_fresh_login_secs);
-        let age = SystemTime::now()
+        let now = UNIX_EPOCH + Duration::from_millis(self.now_ms());
+        let age = now
             .duration_since(ctx.auth().login_at)
             .unwrap_or(Duration::ZERO);
         if age > window {

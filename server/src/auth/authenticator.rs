@@ -59,7 +59,7 @@ impl<S: Store> Messenger<S> {
                 Status::unauthorized("session token is invalid, expired or revoked; log in again")
             })?;
         if let Some(device) = record.device_id.as_deref() {
-            self.seen.touch(&record.identity_key, device);
+            self.seen.touch(&record.identity_key, device, self.now_ms());
         }
         let identity = record.identity_key;
         let session_id = record.token_hash;

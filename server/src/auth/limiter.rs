@@ -20,36 +20,15 @@
 //! such a flood the other key's limit (address or username) still applies.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::Clock;
-
-/// A rate: `failures` per `per`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    /// Failures allowed in a burst, and per window.
-    pub failures: u32,
-    /// The window.
-    pub per: Duration,
-}
-
-impl Rate {
-    fn capacity(&self) -> f64 {
-        f64::from(self.failures.max(1))
-    }
-
-    /// Tokens per second.
-    fn refill_per_sec(&self) -> f64 {
-        self.capacity() / self.per.as_secs_f64().max(1e-3)
-    }
-}
+use qpq_runtime::limits::{Clock, KeyedBuckets, Rate, Take, address_key};
 
 /// Limits of a [`LoginLimiter`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LimiterConfig {
     /// Per username (default 5 per minute).
     pub per_username: Rate,
@@ -62,14 +41,8 @@ pub struct LimiterConfig {
 impl Default for LimiterConfig {
     fn default() -> Self {
         LimiterConfig {
-            per_username: Rate {
-                failures: 5,
-                per: Duration::from_secs(60),
-            },
-            per_ip: Rate {
-                failures: 20,
-                per: Duration::from_secs(60),
-            },
+            per_username: Rate::per(5, Duration::from_secs(60)),
+            per_ip: Rate::per(20, Duration::from_secs(60)),
             max_entries: 100_000,
         }
     }
@@ -84,119 +57,27 @@ pub struct RetryAfter(pub Duration);
 /// never held across an `.await`).
 #[derive(Debug)]
 pub struct LoginLimiter {
-    config: LimiterConfig,
     clock: Clock,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
-    users: Buckets<String>,
-    ips: Buckets<IpAddr>,
+    users: KeyedBuckets<String>,
+    ips: KeyedBuckets<IpAddr>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-impl Bucket {
-    /// Tokens after refilling up to `now`.
-    fn refilled(&self, rate: &Rate, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        (self.tokens + elapsed * rate.refill_per_sec()).min(rate.capacity())
-    }
-}
-
-#[derive(Debug)]
-struct Buckets<K> {
-    rate: Rate,
-    map: HashMap<K, Bucket>,
-    last_sweep: Option<Instant>,
-}
-
-impl<K: Hash + Eq + Clone> Buckets<K> {
-    fn new(rate: Rate) -> Self {
-        Buckets {
-            rate,
-            map: HashMap::new(),
-            last_sweep: None,
-        }
-    }
-
-    /// How long until `key` has a token (zero if it has one now).
-    fn wait<Q>(&self, key: &Q, now: Instant) -> Duration
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let Some(bucket) = self.map.get(key) else {
-            return Duration::ZERO;
-        };
-        let tokens = bucket.refilled(&self.rate, now);
-        if tokens >= 1.0 {
-            return Duration::ZERO;
-        }
-        Duration::from_secs_f64((1.0 - tokens) / self.rate.refill_per_sec())
-    }
-
-    /// Adds `delta` tokens (negative to take) to `key`'s bucket.
-    fn adjust<Q>(&mut self, key: &Q, delta: f64, now: Instant, max_entries: usize)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        let rate = self.rate;
-        if let Some(bucket) = self.map.get_mut(key) {
-            let tokens = bucket.refilled(&rate, now) + delta;
-            *bucket = Bucket {
-                tokens: tokens.clamp(0.0, rate.capacity()),
-                updated: now,
-            };
-            return;
-        }
-        if delta >= 0.0 {
-            // An untracked key is a full bucket already.
-            return;
-        }
-        if self.map.len() >= max_entries {
-            self.sweep(now);
-            if self.map.len() >= max_entries {
-                tracing::warn!(max_entries, "login limiter full; not tracking a new key");
-                return;
-            }
-        }
-        let bucket = Bucket {
-            tokens: (rate.capacity() + delta).max(0.0),
-            updated: now,
-        };
-        self.map.insert(key.to_owned(), bucket);
-    }
-
-    /// Evicts buckets that have refilled (at most once a second: a sweep is O(n)).
-    fn sweep(&mut self, now: Instant) {
-        if self
-            .last_sweep
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_sweep = Some(now);
-        let rate = self.rate;
-        self.map
-            .retain(|_, b| b.refilled(&rate, now) < rate.capacity());
-    }
-}
-
-/// The key for an address: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 by its /64.
-fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
+/// Charges `key`; a key the full map cannot track is logged (the other key still limits).
+fn charge<K, Q>(buckets: &mut KeyedBuckets<K>, key: &Q, now: Instant)
+where
+    K: Hash + Eq + Borrow<Q>,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    if buckets.take(key, now) == Take::Untracked {
+        tracing::warn!(
+            max_entries = buckets.len(),
+            "login limiter full; not tracking a new key"
+        );
     }
 }
 
@@ -209,11 +90,10 @@ impl LoginLimiter {
     /// A limiter on the given clock (tests pass [`Clock::manual`]).
     pub fn with_clock(config: LimiterConfig, clock: Clock) -> Self {
         LoginLimiter {
-            config,
             clock,
             state: Mutex::new(State {
-                users: Buckets::new(config.per_username),
-                ips: Buckets::new(config.per_ip),
+                users: KeyedBuckets::new(config.per_username, config.max_entries),
+                ips: KeyedBuckets::new(config.per_ip, config.max_entries),
             }),
         }
     }
@@ -231,7 +111,7 @@ impl LoginLimiter {
         let wait = state
             .users
             .wait(username, now)
-            .max(state.ips.wait(&ip_key(ip), now));
+            .max(state.ips.wait(&address_key(ip), now));
         if wait.is_zero() {
             Ok(())
         } else {
@@ -247,35 +127,33 @@ impl LoginLimiter {
     /// Counts a failed (or started, not yet successful) attempt against both keys.
     pub fn record_failure(&self, username: &str, ip: IpAddr) {
         let now = self.clock.now();
-        let max = self.config.max_entries;
         let mut state = self.state();
-        state.users.adjust(username, -1.0, now, max);
-        state.ips.adjust(&ip_key(ip), -1.0, now, max);
+        charge(&mut state.users, username, now);
+        charge(&mut state.ips, &address_key(ip), now);
     }
 
     /// Refunds the token taken for an attempt that succeeded.
     pub fn record_success(&self, username: &str, ip: IpAddr) {
         let now = self.clock.now();
-        let max = self.config.max_entries;
         let mut state = self.state();
-        state.users.adjust(username, 1.0, now, max);
-        state.ips.adjust(&ip_key(ip), 1.0, now, max);
+        state.users.refund(username, now);
+        state.ips.refund(&address_key(ip), now);
     }
 
     /// Keys currently tracked (usernames, addresses), for metrics and tests.
     pub fn tracked(&self) -> (usize, usize) {
         let state = self.state();
-        (state.users.map.len(), state.ips.map.len())
+        (state.users.len(), state.ips.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::ManualClock;
+    use qpq_runtime::limits::ManualClock;
 
     fn limiter(config: LimiterConfig) -> (LoginLimiter, ManualClock) {
-        let (clock, hand) = Clock::manual();
+        let (clock, hand) = Clock::manual(1_700_000_000_000);
         (LoginLimiter::with_clock(config, clock), hand)
     }
 

@@ -40,79 +40,8 @@ pub mod limiter;
 pub mod opaque;
 pub mod tokens;
 
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 pub(crate) use self::authenticator::identity_of;
 pub use self::cost::measure_server_login_cost;
-pub use self::limiter::{LimiterConfig, LoginLimiter, Rate, RetryAfter};
+pub use self::limiter::{LimiterConfig, LoginLimiter, RetryAfter};
 pub use self::opaque::{AuthError, LoginConfig, LoginId, OpaqueServer, QpqSuite, SetupError};
 pub use self::tokens::{hash_token, new_session_token};
-
-/// Monotonic clock for login TTLs and rate windows; a manual one lets tests move time.
-#[derive(Clone)]
-pub struct Clock {
-    base: Instant,
-    manual: Option<Arc<AtomicU64>>,
-}
-
-impl Clock {
-    /// The real monotonic clock.
-    pub fn system() -> Self {
-        Clock {
-            base: Instant::now(),
-            manual: None,
-        }
-    }
-
-    /// A clock that stands still until [`ManualClock::advance`] moves it.
-    pub fn manual() -> (Self, ManualClock) {
-        let offset = Arc::new(AtomicU64::new(0));
-        let clock = Clock {
-            base: Instant::now(),
-            manual: Some(Arc::clone(&offset)),
-        };
-        (clock, ManualClock(offset))
-    }
-
-    /// Now.
-    pub fn now(&self) -> Instant {
-        match &self.manual {
-            None => Instant::now(),
-            Some(offset) => {
-                let by = Duration::from_nanos(offset.load(Ordering::SeqCst));
-                self.base.checked_add(by).unwrap_or(self.base)
-            }
-        }
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.manual.is_some() {
-            "Clock(manual)"
-        } else {
-            "Clock(system)"
-        })
-    }
-}
-
-/// Moves a [`Clock::manual`] clock forward.
-#[derive(Clone, Debug)]
-pub struct ManualClock(Arc<AtomicU64>);
-
-impl ManualClock {
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.0.fetch_add(nanos, Ordering::SeqCst);
-    }
-}

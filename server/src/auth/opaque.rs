@@ -48,7 +48,7 @@ use opaque_ke::{
 use rand::RngCore;
 use rand::rngs::OsRng;
 
-use super::Clock;
+use qpq_runtime::limits::Clock;
 
 /// The qpq OPAQUE cipher suite (see the module doc for the parameters).
 #[derive(Debug, Clone, Copy)]
@@ -471,11 +471,11 @@ fn load_or_create_setup(data_dir: &Path) -> Result<ServerSetup<QpqSuite>, SetupE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::ManualClock;
     use opaque_ke::{
         ClientLogin, ClientLoginFinishParameters, ClientRegistration,
         ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
     };
+    use qpq_runtime::limits::ManualClock;
 
     /// Cheap Argon2id for most tests (the server never runs the KSF, so this only changes the
     /// client's cost); `real_argon2_defaults_work` uses the production parameters.
@@ -488,7 +488,7 @@ mod tests {
     }
 
     fn server(dir: &Path) -> (OpaqueServer, ManualClock) {
-        let (clock, hand) = Clock::manual();
+        let (clock, hand) = Clock::manual(1_700_000_000_000);
         let s = OpaqueServer::load_or_create_with(dir, LoginConfig::default(), clock).unwrap();
         (s, hand)
     }
@@ -663,7 +663,7 @@ mod tests {
     #[test]
     fn pending_logins_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let (clock, hand) = Clock::manual();
+        let (clock, hand) = Clock::manual(1_700_000_000_000);
         let config = LoginConfig {
             ttl: Duration::from_secs(5),
             max_pending: 2,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Messenger;
-use crate::clock;
 use crate::store::Store;
 
 /// Deletes expired messages, sessions, blob uploads and P2P endpoints, forgets expired
@@ -19,7 +18,7 @@ pub(crate) async fn run<S: Store>(messenger: Arc<Messenger<S>>) {
         tick.tick().await;
         messenger.opaque.evict_expired();
         loop {
-            match messenger.store.purge_expired(clock::now_ms()).await {
+            match messenger.store.purge_expired(messenger.now_ms()).await {
                 Ok(stats) if stats.more => continue,
                 Ok(_) => break,
                 Err(error) => {

@@ -17,7 +17,6 @@ use qpq_runtime::{ClientOptions, RpcError, ServerTrust, Status, TlsIdentity};
 use qpq_schema::{QpqClient, proto};
 use tokio::sync::Notify;
 
-use crate::clock::now_ms;
 use crate::config::{Config, PeerConfig};
 
 /// How long connecting to a peer may take.
@@ -247,7 +246,7 @@ impl PeerLink {
                 self.record(|h| {
                     h.reachable = true;
                     h.last_error.clear();
-                    h.last_success_ms = now_ms();
+                    h.last_success_ms = qpq_runtime::limits::Clock::system().unix_ms();
                 });
                 Ok(value)
             }

@@ -24,7 +24,6 @@ use sha2::{Digest, Sha256};
 pub(crate) use self::link::Federation;
 use crate::api::auth::check_username;
 use crate::auth::identity_of;
-use crate::clock::now_ms;
 use crate::store::{
     IdentityKey, NewMessage, OutboxLimits, OutboxMessage, QueueLimits, RelayStored, Seq, Store,
     StoreError,
@@ -119,7 +118,7 @@ impl<S: Store> Messenger<S> {
     /// Forgets expired relay ids (called by the sweeper).
     pub(crate) async fn sweep_relay_ids(&self) {
         loop {
-            match self.store.purge_expired_relay_ids(now_ms()).await {
+            match self.store.purge_expired_relay_ids(self.now_ms()).await {
                 Ok((_, true)) => continue,
                 Ok((_, false)) => break,
                 Err(error) => {
@@ -287,7 +286,7 @@ impl<S: Store> Messenger<S> {
                 recipient: remote.address,
                 channel_id: message.channel_id,
                 payload: message.payload.clone(),
-                enqueued_at_ms: now_ms(),
+                enqueued_at_ms: self.now_ms(),
                 ttl_ms,
             },
         ))

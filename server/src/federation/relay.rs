@@ -21,7 +21,6 @@ use qpq_schema::proto;
 
 use super::link::PeerLink;
 use crate::Messenger;
-use crate::clock::now_ms;
 use crate::store::{OutboxEntry, Store};
 
 /// Most messages per RelayBatchEnqueue (its limit).
@@ -134,7 +133,7 @@ async fn pass<S: Store>(messenger: &Messenger<S>, link: &PeerLink) -> Pass {
     if front.is_empty() {
         return Pass::Empty;
     }
-    let now = now_ms();
+    let now = messenger.now_ms();
     let mut done = Vec::new();
     let mut batch = Vec::new();
     let mut bytes = 0usize;

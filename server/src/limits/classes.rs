@@ -23,12 +23,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use qpq_runtime::limits::{self, Clock, KeyedBuckets, Take, address_key};
 use qpq_runtime::{CallInfo, Principal, Status};
 
 use crate::store::IdentityKey;
@@ -59,12 +60,9 @@ impl Rate {
         }
     }
 
-    fn capacity(&self) -> f64 {
-        f64::from(self.count.max(1))
-    }
-
-    fn refill_per_sec(&self) -> f64 {
-        self.capacity() / self.per.as_secs_f64().max(1e-3)
+    /// The token bucket rate: `count` at once, refilled at `count` per `per`.
+    fn bucket(&self) -> limits::Rate {
+        limits::Rate::per(self.count, self.per)
     }
 }
 
@@ -289,88 +287,38 @@ pub(crate) const DEFAULTS: &[ClassDefault] = &[
     },
 ];
 
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
+/// The buckets of one class and scope, with the configured rate (for messages).
 #[derive(Debug)]
-struct Buckets<K> {
+struct Scoped<K> {
     rate: Rate,
-    map: HashMap<K, Bucket>,
-    last_sweep: Instant,
+    buckets: Mutex<KeyedBuckets<K>>,
 }
 
-impl<K: Hash + Eq> Buckets<K> {
-    fn new(rate: Rate, now: Instant) -> Self {
+impl<K: Hash + Eq> Scoped<K> {
+    fn new(rate: Rate) -> Self {
         Self {
             rate,
-            map: HashMap::new(),
-            last_sweep: now,
+            buckets: Mutex::new(
+                KeyedBuckets::new(rate.bucket(), MAX_TRACKED).sweep_idle_every(IDLE_SWEEP),
+            ),
         }
     }
 
-    fn tokens(&self, bucket: &Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        (bucket.tokens + elapsed * self.rate.refill_per_sec()).min(self.rate.capacity())
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyedBuckets<K>> {
+        // Nothing panics while a bucket map is locked; if something did, the numbers in it
+        // are still usable.
+        self.buckets.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// How long until `key` has a token (zero if it has one now).
-    fn wait(&self, key: &K, now: Instant) -> Duration {
-        let Some(bucket) = self.map.get(key) else {
-            return Duration::ZERO;
-        };
-        let tokens = self.tokens(bucket, now);
-        if tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - tokens) / self.rate.refill_per_sec())
-        }
-    }
-
-    /// Takes a token from `key` (which [`Buckets::wait`] said has one).
-    fn take(&mut self, key: K, now: Instant) {
-        if let Some(bucket) = self.map.get(&key) {
-            let tokens = self.tokens(bucket, now) - 1.0;
-            self.map.insert(
-                key,
-                Bucket {
-                    tokens: tokens.max(0.0),
-                    updated: now,
-                },
-            );
-            return;
-        }
-        let since = now.saturating_duration_since(self.last_sweep);
-        if since >= IDLE_SWEEP || (self.map.len() >= MAX_TRACKED && since >= Duration::from_secs(1))
-        {
-            self.sweep(now);
-        }
-        if self.map.len() >= MAX_TRACKED {
-            tracing::warn!(
-                max = MAX_TRACKED,
-                "rate limiter full; a new key is not tracked"
-            );
-            return;
-        }
-        self.map.insert(
-            key,
-            Bucket {
-                tokens: self.rate.capacity() - 1.0,
-                updated: now,
-            },
+/// Charges `key`; a key the full map cannot track is let through (the call's other buckets
+/// still limit it) and logged.
+fn charge<K: Hash + Eq + Clone>(buckets: &mut KeyedBuckets<K>, key: &K, now: Instant) {
+    if buckets.take(key, now) == Take::Untracked {
+        tracing::warn!(
+            max = MAX_TRACKED,
+            "rate limiter full; a new key is not tracked"
         );
-    }
-
-    /// Evicts buckets that have refilled: they carry no information.
-    fn sweep(&mut self, now: Instant) {
-        self.last_sweep = now;
-        let rate = self.rate;
-        self.map.retain(|_, bucket| {
-            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-            bucket.tokens + elapsed * rate.refill_per_sec() < rate.capacity()
-        });
     }
 }
 
@@ -384,14 +332,8 @@ enum Caller {
 #[derive(Debug)]
 struct Class {
     name: &'static str,
-    account: Option<Mutex<Buckets<Caller>>>,
-    address: Option<Mutex<Buckets<IpAddr>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing panics while a bucket map is locked; if something did, the numbers in it are
-    // still usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    account: Option<Scoped<Caller>>,
+    address: Option<Scoped<IpAddr>>,
 }
 
 /// Rounds a wait up to whole milliseconds (at least 1), so a client retrying on time is let
@@ -400,17 +342,6 @@ fn retry_ms(wait: Duration) -> u32 {
     u32::try_from(wait.as_millis())
         .unwrap_or(u32::MAX)
         .saturating_add(1)
-}
-
-/// The key for an address: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 by its /64.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    }
 }
 
 /// The limits in effect: [`DEFAULTS`] with the `--rate-limit` settings applied in order.
@@ -436,32 +367,36 @@ fn effective(settings: &[RateLimitSetting]) -> Vec<ClassDefault> {
     classes
 }
 
-/// The rate limiter of the server: one [`Buckets`] map per class and scope.
+/// The rate limiter of the server: one map of buckets per class and scope.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     classes: Vec<Class>,
-    pair: Option<Mutex<Buckets<(IdentityKey, IdentityKey)>>>,
+    pair: Option<Scoped<(IdentityKey, IdentityKey)>>,
+    clock: Clock,
 }
 
 impl RateLimiter {
     /// The default limits changed by `settings` (the `--rate-limit` values).
-    pub(crate) fn new(settings: &[RateLimitSetting]) -> Self {
-        let now = Instant::now();
+    pub(crate) fn new(settings: &[RateLimitSetting], clock: Clock) -> Self {
         let effective = effective(settings);
         let pair = effective
             .iter()
             .find(|c| c.class == ENQUEUE_PAIR)
             .and_then(|c| c.pair)
-            .map(|rate| Mutex::new(Buckets::new(rate, now)));
+            .map(Scoped::new);
         let classes = effective
             .into_iter()
             .map(|c| Class {
                 name: c.class,
-                account: c.account.map(|rate| Mutex::new(Buckets::new(rate, now))),
-                address: c.address.map(|rate| Mutex::new(Buckets::new(rate, now))),
+                account: c.account.map(Scoped::new),
+                address: c.address.map(Scoped::new),
             })
             .collect();
-        Self { classes, pair }
+        Self {
+            classes,
+            pair,
+            clock,
+        }
     }
 
     /// Takes a token for the call's rate class from the caller's and the address's buckets,
@@ -479,13 +414,10 @@ impl RateLimiter {
             _ => None,
         };
         let address = address_key(call.peer_addr().ip());
-        let now = Instant::now();
-        let mut accounts = class
-            .account
-            .as_ref()
-            .filter(|_| caller.is_some())
-            .map(lock);
-        let mut addresses = class.address.as_ref().map(lock);
+        let now = self.clock.now();
+        let account = class.account.as_ref().filter(|_| caller.is_some());
+        let mut accounts = account.map(Scoped::lock);
+        let mut addresses = class.address.as_ref().map(Scoped::lock);
         let account_wait = match (&accounts, &caller) {
             (Some(buckets), Some(caller)) => buckets.wait(caller, now),
             _ => Duration::ZERO,
@@ -494,20 +426,22 @@ impl RateLimiter {
             .as_ref()
             .map_or(Duration::ZERO, |b| b.wait(&address, now));
         if account_wait.is_zero() && address_wait.is_zero() {
-            if let (Some(buckets), Some(caller)) = (accounts.as_mut(), caller) {
-                buckets.take(caller, now);
+            if let (Some(buckets), Some(caller)) = (accounts.as_mut(), &caller) {
+                charge(buckets, caller, now);
             }
             if let Some(buckets) = addresses.as_mut() {
-                buckets.take(address, now);
+                charge(buckets, &address, now);
             }
             return Ok(());
         }
         let (scope, rate, wait) = if account_wait >= address_wait {
-            let rate = accounts.as_ref().map(|b| b.rate);
-            ("this account", rate, account_wait)
+            ("this account", account.map(|s| s.rate), account_wait)
         } else {
-            let rate = addresses.as_ref().map(|b| b.rate);
-            ("this address", rate, address_wait)
+            (
+                "this address",
+                class.address.as_ref().map(|s| s.rate),
+                address_wait,
+            )
         };
         let ms = retry_ms(wait);
         let rate = rate.map(|r| r.to_string()).unwrap_or_default();
@@ -531,27 +465,19 @@ impl RateLimiter {
         let Some(pairs) = &self.pair else {
             return Ok(());
         };
-        let now = Instant::now();
-        let mut buckets = lock(pairs);
+        let now = self.clock.now();
+        let mut buckets = pairs.lock();
         // Items to the same recipient share a bucket: count them together.
         let mut wanted: HashMap<&IdentityKey, u32> = HashMap::new();
         for recipient in recipients {
             *wanted.entry(recipient).or_default() += 1;
         }
-        let rate = buckets.rate;
-        let mut longest = Duration::ZERO;
-        for (recipient, count) in &wanted {
-            let key = (*sender, **recipient);
-            let tokens = buckets
-                .map
-                .get(&key)
-                .map_or(rate.capacity(), |b| buckets.tokens(b, now));
-            let need = f64::from(*count);
-            if tokens < need {
-                let wait = Duration::from_secs_f64((need - tokens) / rate.refill_per_sec());
-                longest = longest.max(wait);
-            }
-        }
+        let rate = pairs.rate;
+        let longest = wanted
+            .iter()
+            .map(|(recipient, count)| buckets.wait_for(&(*sender, **recipient), *count, now))
+            .max()
+            .unwrap_or_default();
         if !longest.is_zero() {
             let ms = retry_ms(longest);
             return Err(Status::rate_limited(
@@ -563,7 +489,7 @@ impl RateLimiter {
         }
         for (recipient, count) in wanted {
             for _ in 0..count {
-                buckets.take((*sender, *recipient), now);
+                charge(&mut buckets, &(*sender, *recipient), now);
             }
         }
         Ok(())
@@ -642,38 +568,8 @@ mod tests {
     }
 
     #[test]
-    fn buckets_refill_and_evict_only_idle_keys() {
-        let start = Instant::now();
-        let mut buckets = Buckets::new(Rate::new(2, 1), start);
-        for _ in 0..2 {
-            assert!(buckets.wait(&1u32, start).is_zero());
-            buckets.take(1, start);
-        }
-        let wait = buckets.wait(&1, start);
-        assert!(
-            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
-            "{wait:?}"
-        );
-        buckets.take(2, start);
-        // A quarter second later key 1 has half a token, key 2 one and a half: neither is
-        // full, so both stay.
-        let later = start + Duration::from_millis(250);
-        assert!(!buckets.wait(&1, later).is_zero());
-        assert!(
-            buckets
-                .wait(&1, start + Duration::from_millis(500))
-                .is_zero()
-        );
-        buckets.sweep(later);
-        assert_eq!(buckets.map.len(), 2);
-        // Once refilled they carry no information and go.
-        buckets.sweep(start + Duration::from_secs(2));
-        assert!(buckets.map.is_empty());
-    }
-
-    #[test]
     fn pairs_are_charged_per_item_and_refused_whole() {
-        let limiter = RateLimiter::new(&["enqueue.pair=3/min".parse().unwrap()]);
+        let limiter = RateLimiter::new(&["enqueue.pair=3/min".parse().unwrap()], Clock::system());
         let (alice, bob, carol) = ([1; 32], [2; 32], [3; 32]);
         limiter.check_pairs(&alice, &[bob, bob]).unwrap();
         // Two more to bob exceed the 3; nothing is taken, so carol's item alone still passes.
@@ -683,17 +579,5 @@ mod tests {
         assert!(limiter.check_pairs(&alice, &[bob]).is_err());
         // Another sender to bob has its own bucket.
         limiter.check_pairs(&carol, &[bob]).unwrap();
-    }
-
-    #[test]
-    fn addresses_are_keyed_by_v4_or_v6_slash_64() {
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(address_key(mapped), v4);
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_key(a), address_key(b));
-        assert_ne!(address_key(a), address_key(c));
     }
 }

@@ -50,7 +50,6 @@ mod writer;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::admin::{AccountPage, AccountSummary, AdminStore, QueueTotals, StorageStats};
 pub use self::blobs::{
@@ -378,45 +377,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Wall clock in milliseconds since the Unix epoch; injectable so tests control expiry.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Clock(Arc::new(|| {
-            // A clock before 1970 is a misconfigured host; treat it as the epoch rather than
-            // failing every call.
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0)
-        }))
-    }
-
-    /// A clock that reads `f` (tests use an `AtomicU64`).
-    pub fn from_fn(f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        Clock(Arc::new(f))
-    }
-
-    /// Now, in milliseconds since the Unix epoch.
-    pub fn now_ms(&self) -> u64 {
-        (self.0)()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Clock")
-    }
-}
+pub use qpq_runtime::limits::Clock;
 
 /// Storage used by the RPC handlers.
 ///

@@ -32,10 +32,10 @@ pub mod queues;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use qpq_runtime::limits::ManualClock;
 
 use super::{Account, Clock, IdentityKey, NewMessage, QueueLimits, SessionRecord, Store};
 
@@ -83,7 +83,8 @@ pub const CAROL: IdentityKey = [0xca; 32];
 pub struct Fixture<'b, B: Backend> {
     pub backend: &'b B,
     pub place: B::Place,
-    pub clock: Arc<AtomicU64>,
+    pub clock: Clock,
+    pub hand: ManualClock,
     pub limits: QueueLimits,
     pub store: B::Store,
 }
@@ -97,12 +98,13 @@ impl<'b, B: Backend> Fixture<'b, B> {
     /// A fresh store with `limits`.
     pub async fn with_limits(backend: &'b B, limits: QueueLimits) -> Self {
         let place = backend.place().await;
-        let clock = Arc::new(AtomicU64::new(T0));
+        let (clock, hand) = Clock::manual(T0);
         let store = backend.open(&place, &options(&clock, limits)).await;
         Fixture {
             backend,
             place,
             clock,
+            hand,
             limits,
             store,
         }
@@ -120,12 +122,12 @@ impl<'b, B: Backend> Fixture<'b, B> {
 
     /// Moves the clock forward.
     pub fn advance(&self, ms: u64) {
-        self.clock.fetch_add(ms, Ordering::SeqCst);
+        self.hand.advance(Duration::from_millis(ms));
     }
 
-    /// The clock's time.
+    /// The clock's time, Unix ms.
     pub fn now(&self) -> u64 {
-        self.clock.load(Ordering::SeqCst)
+        self.clock.unix_ms()
     }
 
     /// Drops the store and opens the same place again.
@@ -134,6 +136,7 @@ impl<'b, B: Backend> Fixture<'b, B> {
             backend,
             place,
             clock,
+            hand,
             limits,
             store,
         } = self;
@@ -143,6 +146,7 @@ impl<'b, B: Backend> Fixture<'b, B> {
             backend,
             place,
             clock,
+            hand,
             limits,
             store,
         }
@@ -154,11 +158,10 @@ impl<'b, B: Backend> Fixture<'b, B> {
     }
 }
 
-fn options(clock: &Arc<AtomicU64>, limits: QueueLimits) -> Options {
-    let clock = Arc::clone(clock);
+fn options(clock: &Clock, limits: QueueLimits) -> Options {
     Options {
         limits,
-        clock: Clock::from_fn(move || clock.load(Ordering::SeqCst)),
+        clock: clock.clone(),
     }
 }
 

@@ -110,7 +110,7 @@ impl Engine {
             Ok(count)
         };
         // A session expiring at `now` is already expired (see `session_by_token_hash`).
-        let live_from = self.clock.now_ms().saturating_add(1).to_be_bytes();
+        let live_from = self.clock.unix_ms().saturating_add(1).to_be_bytes();
         let queues = self.queue_totals()?;
         let (blobs, blob_bytes) = self.blob_totals()?;
         let (outbox_messages, outbox_bytes) = self.outbox_totals()?;

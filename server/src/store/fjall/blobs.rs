@@ -456,7 +456,7 @@ impl Engine {
                     upload: *id,
                     size: record.total,
                     mime_type: record.mime_type.clone(),
-                    created_at_ms: self.clock.now_ms(),
+                    created_at_ms: self.clock.unix_ms(),
                     refs: 1,
                     piece_hashes,
                 };

@@ -555,7 +555,7 @@ impl Engine {
         let mut batch = self.db.batch();
         // Any refusal below drops the batch: the epoch, members and messages go together.
         let seqs = self.enqueue_into(&mut batch, &deliveries)?;
-        let now = self.clock.now_ms();
+        let now = self.clock.unix_ms();
         let mut added = Vec::with_capacity(c.welcomes.len());
         for (recipient, _) in &c.welcomes {
             let record = MemberRecord {

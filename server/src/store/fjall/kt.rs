@@ -206,7 +206,7 @@ impl Engine {
             kind: KtLeafKind::Revocation,
             username: bound.username,
             identity: *identity,
-            timestamp_ms: self.clock.now_ms(),
+            timestamp_ms: self.clock.unix_ms(),
             reason,
         };
         let mut batch = self.db.batch();

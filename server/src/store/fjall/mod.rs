@@ -601,7 +601,7 @@ impl Engine {
         batch: &mut OwnedWriteBatch,
         deliveries: &[(IdentityKey, NewMessage)],
     ) -> Result<Vec<Seq>, StoreError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.unix_ms();
         let limits = self.limits;
         // Per recipient, in first-seen order: its queue meta and what this call adds.
         let mut queues: Vec<(IdentityKey, QueueMeta, u64, u64)> = Vec::new();
@@ -695,7 +695,7 @@ impl Engine {
         recipient: &IdentityKey,
         limit: usize,
     ) -> Result<(QueuePage, bool), StoreError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.unix_ms();
         let mut meta = self.queue_meta(recipient)?;
         let mut batch = self.db.batch();
         let mut page = QueuePage::default();
@@ -726,7 +726,7 @@ impl Engine {
         after: Seq,
         limit: usize,
     ) -> Result<QueuePage, StoreError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.unix_ms();
         let mut page = QueuePage::default();
         let Some(first) = after.0.checked_add(1) else {
             return Ok(page);
@@ -894,7 +894,7 @@ impl Store for FjallStore {
                 return Ok(None);
             };
             let s = codec::decode_session(token_hash, &v)?;
-            Ok((s.expires_at_ms > e.clock.now_ms()).then_some(s))
+            Ok((s.expires_at_ms > e.clock.unix_ms()).then_some(s))
         })
     }
 

@@ -155,7 +155,7 @@ impl Engine {
             return Ok(None);
         };
         let ban = decode_ban(BanScope::Server, *identity, &v)?;
-        Ok(ban.active_at(self.clock.now_ms()).then_some(ban))
+        Ok(ban.active_at(self.clock.unix_ms()).then_some(ban))
     }
 
     /// The ban of `identity` from `channel` in force now, if any.
@@ -169,7 +169,7 @@ impl Engine {
             return Ok(None);
         };
         let ban = decode_ban(BanScope::Channel(*channel), *identity, &v)?;
-        Ok(ban.active_at(self.clock.now_ms()).then_some(ban))
+        Ok(ban.active_at(self.clock.unix_ms()).then_some(ban))
     }
 
     /// Adds the removal of every ban of a deleted channel to `batch`.
@@ -362,7 +362,7 @@ impl Engine {
         {
             return Err(bad_cursor());
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.unix_ms();
         let mut items: Vec<(u8, Vec<u8>, BanRecord)> = Vec::new();
         let mut more = false;
         'scopes: while scope <= 1 {
