@@ -45,9 +45,9 @@ pub struct HybridKeyRecord {
     pub created_at_ms: u64,
 }
 
-/// KeyPackages and hybrid keys. Every method for an identity without an account answers
-/// [`StoreError::NotFound`] (checked on the writer thread for writes, so nothing outlives a
-/// concurrent account deletion).
+/// KeyPackages and hybrid keys. Every write (a fetch included: it consumes) for an identity
+/// without an account answers [`StoreError::NotFound`], checked in the write itself so nothing
+/// outlives a concurrent account deletion; reads answer as for an identity with nothing.
 pub trait KeyStore: Send + Sync + 'static {
     /// Queues a KeyPackage (or replaces the last-resort one); returns the state after it.
     fn upload_key_package(

@@ -34,7 +34,13 @@ fn hashes(data: &[u8]) -> Vec<[u8; 32]> {
 }
 
 /// Uploads `data` in `chunk` sized parts and commits it.
-async fn put<S: Store>(s: &S, id: u8, owner: IdentityKey, data: &[u8], chunk: usize) -> Committed {
+pub(crate) async fn put<S: Store>(
+    s: &S,
+    id: u8,
+    owner: IdentityKey,
+    data: &[u8],
+    chunk: usize,
+) -> Committed {
     let first = chunk.min(data.len());
     let u = upload(id, owner, data);
     let mut state = pieces::start(s, u, u64::MAX, Bytes::copy_from_slice(&data[..first]))

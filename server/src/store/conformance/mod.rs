@@ -27,7 +27,14 @@
 )]
 
 pub mod accounts;
+pub mod admin;
 pub mod blobs;
+pub mod channels;
+pub mod devices;
+pub mod federation;
+pub mod keys;
+pub mod moderation;
+pub mod p2p;
 pub mod queues;
 
 use std::collections::BTreeMap;
@@ -217,11 +224,55 @@ macro_rules! store_conformance_suite {
                 a_failed_commit_answers_unavailable_never_ok,
                 account_deletion_removes_devices_tokens_bundle_and_endpoints,
             }
+            admin {
+                accounts_are_listed_in_pages_with_their_state,
+                storage_figures_count_what_is_stored,
+            }
             blobs {
                 unaligned_chunks_fill_fixed_pieces,
                 racing_chunks_of_one_upload_store_the_content_once,
                 dedup_and_reference_counting_through_account_deletion,
                 quota_reservation_discard_and_expiry,
+            }
+            channels {
+                create_read_and_page_members,
+                removal_rules_and_the_passing_of_ownership,
+                updates_are_the_owners_and_checked_whole,
+                a_commit_wins_only_at_the_channels_epoch,
+                racing_commits_of_one_epoch_admit_one,
+                a_full_members_queue_refuses_the_whole_commit,
+                a_channel_ban_refuses_a_welcome,
+                account_deletion_leaves_no_key_or_membership_record_behind,
+            }
+            devices {
+                registration_retries_caps_and_binds_the_session,
+                revocation_ends_sessions_and_refuses_the_id_for_good,
+                push_tokens_and_last_seen_times,
+            }
+            federation {
+                outbox_is_fifo_per_peer_survives_reopen_and_counts,
+                full_outbox_or_unknown_local_recipient_stores_nothing,
+                relay_ids_make_relays_exactly_once_per_peer_until_purged,
+                a_full_queue_refuses_only_its_delivery,
+                concurrent_relays_of_one_id_store_it_once,
+            }
+            keys {
+                key_packages_are_single_use_in_order_then_the_last_resort,
+                a_full_key_package_queue_refuses_and_stores_nothing,
+                concurrent_fetches_never_share_a_key_package,
+                hybrid_keys_replace_and_answer_in_order,
+                keys_of_an_identity_without_an_account_are_refused,
+            }
+            moderation {
+                reports_are_kept_oldest_first_in_pages,
+                a_server_ban_ends_sessions_in_the_same_write,
+                who_may_ban_from_a_channel_and_what_it_removes,
+                bans_are_listed_server_wide_first_in_pages,
+            }
+            p2p {
+                endpoints_replace_per_device_and_expire,
+                endpoint_sweeps_are_bounded,
+                recovery_bundles_replace_and_delete,
             }
             queues {
                 multi_recipient_enqueue_is_all_or_nothing,
