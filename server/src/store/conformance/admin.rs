@@ -1,13 +1,11 @@
 //! Operator views: the account listing (pages in username order, each with its ban, queue
 //! and devices) and the storage figures, computed from what is stored.
 
-use std::collections::BTreeMap;
-
-use super::{ALICE, BOB, Backend, CAROL, Fixture, T0, account, msg, session};
+use super::{ALICE, BOB, Backend, CAROL, Fixture, T0, account, msg, new_channel, session};
 use crate::store::{
-    Actor, AdminStore, BanRecord, BanScope, Channel, ChannelId, ChannelStore, DeviceRecord,
-    DeviceStore, FederationStore, ModerationStore, NewChannel, OutboxLimits, OutboxMessage,
-    QueueDepth, QueueTotals, StorageStats, Store,
+    Actor, AdminStore, BanRecord, BanScope, ChannelId, ChannelStore, DeviceRecord, DeviceStore,
+    FederationStore, ModerationStore, OutboxLimits, OutboxMessage, QueueDepth, QueueTotals,
+    StorageStats, Store,
 };
 
 fn device(id: u8) -> DeviceRecord {
@@ -63,21 +61,10 @@ async fn furnished<B: Backend>(backend: &B) -> Fixture<'_, B> {
         server_admin: true,
     };
     s.ban(ban, admin).await.unwrap().unwrap();
-    s.create_channel(NewChannel {
-        channel: Channel {
-            id: ChannelId([7; 16]),
-            name: String::new(),
-            description: String::new(),
-            settings: BTreeMap::new(),
-            owner: ALICE,
-            created_at_ms: T0,
-            epoch: 0,
-        },
-        members: vec![BOB],
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    s.create_channel(new_channel(ChannelId([7; 16]), ALICE, vec![BOB]))
+        .await
+        .unwrap()
+        .unwrap();
     super::blobs::put(s, 1, BOB, &[3; 1_000], 1_000).await;
     let out = OutboxMessage {
         relay_id: [1; 16],

@@ -44,7 +44,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use qpq_runtime::limits::ManualClock;
 
-use super::{Account, Clock, IdentityKey, NewMessage, QueueLimits, SessionRecord, Store};
+use super::{
+    Account, Channel, ChannelId, Clock, IdentityKey, NewChannel, NewMessage, QueueLimits,
+    SessionRecord, Store,
+};
 
 /// A storage backend under test.
 pub trait Backend: Send + Sync + Sized + 'static {
@@ -192,6 +195,22 @@ pub fn session(token: u8, name: &str, identity: IdentityKey, expires_at_ms: u64)
         created_at_ms: T0,
         expires_at_ms,
         login_at_ms: T0,
+    }
+}
+
+/// A new channel `id` owned by `owner`, created at T0, with `members`.
+pub fn new_channel(id: ChannelId, owner: IdentityKey, members: Vec<IdentityKey>) -> NewChannel {
+    NewChannel {
+        channel: Channel {
+            id,
+            name: String::new(),
+            description: String::new(),
+            settings: BTreeMap::new(),
+            owner,
+            created_at_ms: T0,
+            epoch: 0,
+        },
+        members,
     }
 }
 

@@ -1,14 +1,12 @@
 //! Moderation: reports (kept oldest first, paged, outliving accounts) and bans (who may ban
 //! whom, what a ban removes in the same batch, expiry, listing in pages).
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
-use super::{ALICE, BOB, Backend, CAROL, Fixture, T0, account, session};
+use super::{ALICE, BOB, Backend, CAROL, Fixture, T0, account, new_channel, session};
 use crate::store::{
-    Actor, BanRecord, BanScope, Channel, ChannelId, ChannelRole, ChannelStore, ChannelUpdate,
-    IdentityKey, ModerationStore, NewChannel, Refusal, ReportRecord, Store, StoreError,
+    Actor, BanRecord, BanScope, ChannelId, ChannelRole, ChannelStore, ChannelUpdate, IdentityKey,
+    ModerationStore, Refusal, ReportRecord, Store, StoreError,
 };
 
 const ID: ChannelId = ChannelId([7; 16]);
@@ -58,21 +56,10 @@ async fn cast<B: Backend>(backend: &B) -> Fixture<'_, B> {
     let s = &f.store;
     s.create_account(account("bob", BOB)).await.unwrap();
     s.create_account(account("carol", CAROL)).await.unwrap();
-    s.create_channel(NewChannel {
-        channel: Channel {
-            id: ID,
-            name: String::new(),
-            description: String::new(),
-            settings: BTreeMap::new(),
-            owner: ALICE,
-            created_at_ms: T0,
-            epoch: 0,
-        },
-        members: vec![BOB, CAROL],
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    s.create_channel(new_channel(ID, ALICE, vec![BOB, CAROL]))
+        .await
+        .unwrap()
+        .unwrap();
     f
 }
 
@@ -254,21 +241,10 @@ pub async fn bans_are_listed_server_wide_first_in_pages<B: Backend>(backend: &B)
     let f = cast(backend).await;
     let s = &f.store;
     let other = ChannelId([9; 16]);
-    s.create_channel(NewChannel {
-        channel: Channel {
-            id: other,
-            name: String::new(),
-            description: String::new(),
-            settings: BTreeMap::new(),
-            owner: ALICE,
-            created_at_ms: T0,
-            epoch: 0,
-        },
-        members: Vec::new(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    s.create_channel(new_channel(other, ALICE, Vec::new()))
+        .await
+        .unwrap()
+        .unwrap();
     for i in 0..3u8 {
         s.ban(ban(BanScope::Server, [0x10 + i; 32], 0), ADMIN)
             .await
