@@ -181,7 +181,7 @@ pub(super) fn encode_session(s: &SessionRecord) -> Result<Vec<u8>, StoreError> {
 pub(super) fn decode_session(token_hash: &[u8], b: &[u8]) -> Result<SessionRecord, StoreError> {
     let token_hash: [u8; 32] = token_hash
         .try_into()
-        .map_err(|_| corrupt("session key has the wrong length"))?;
+        .map_err(|_| corrupt("session record key has the wrong length"))?;
     let mut r = Reader::versioned(b, "session")?;
     let identity_key = r.array()?;
     let created_at_ms = r.u64()?;
