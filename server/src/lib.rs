@@ -28,6 +28,7 @@ mod background;
 mod config;
 mod errors;
 mod federation;
+mod kt;
 mod limits;
 mod live;
 
@@ -62,7 +63,7 @@ pub struct Messenger<S: Store> {
     /// FetchKeyPackage calls per requester.
     key_fetches: limits::key_fetches::FetchLimiter,
     /// Signs key transparency tree heads.
-    kt_log: api::kt::LogKey,
+    kt_log: kt::LogKey,
     /// Token buckets per rate class (see `limits/classes.rs`).
     rate_limits: limits::classes::RateLimiter,
     /// Federation peers and the links to them (see `federation/`).
@@ -81,7 +82,7 @@ impl<S: Store> Messenger<S> {
         opaque: OpaqueServer,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let kt_log = api::kt::LogKey::load_or_create(&config.data_dir)
+        let kt_log = kt::LogKey::load_or_create(&config.data_dir)
             .context("could not load or create the key transparency log key")?;
         Ok(Self {
             key_fetches: limits::key_fetches::FetchLimiter::new(

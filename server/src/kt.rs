@@ -1,0 +1,233 @@
+//! Key transparency above the store: proofs from the stored log, and the log's signing key.
+//!
+//! The store keeps leaves and the hashes of complete subtrees (`store/kt.rs`); [`audit`]
+//! reads what one answer needs and computes the root and the proofs with `qpq-kt`, the code
+//! clients verify with. [`LogKey`] is the server's Ed25519 log key, persisted in the data
+//! directory with mode 0600 so the log's identity survives restarts; it signs tree heads.
+//! The handlers of the three methods are in `api/kt.rs`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use ed25519_dalek::{Signer, SigningKey};
+use qpq_kt::tree::ProofPlan;
+use qpq_kt::{Hash, Leaf};
+use qpq_schema::proto;
+use rand::RngCore;
+use rand::rngs::OsRng;
+
+use crate::store::{IdentityKey, KtStore, StoreError};
+
+/// Which leaf an audit proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KtSubject {
+    /// The newest leaf for this bare username.
+    Username(String),
+    /// The newest leaf for this identity key.
+    Identity(IdentityKey),
+    /// The leaf at this index.
+    Index(u64),
+}
+
+/// The log's state: its size and Merkle root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KtHead {
+    /// Number of leaves.
+    pub(crate) size: u64,
+    /// RFC 9162 Merkle tree hash of the leaves (SHA-256 of nothing when empty).
+    pub(crate) root: Hash,
+}
+
+/// What an audit returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KtProof {
+    /// The log's head.
+    pub(crate) head: KtHead,
+    /// The proven leaf and its index, when a subject was given.
+    pub(crate) leaf: Option<(u64, Leaf)>,
+    /// Inclusion path of the leaf in `head` (leaf level first).
+    pub(crate) inclusion: Vec<Hash>,
+    /// Consistency path from the requested size to `head.size`.
+    pub(crate) consistency: Vec<Hash>,
+}
+
+/// The head, the subject's newest leaf with its inclusion path, and the consistency path
+/// from `last_seen_size` (0: none). [`StoreError::NotFound`] when the subject has no leaf;
+/// [`StoreError::InvalidArgument`] when `last_seen_size` exceeds the log's size.
+///
+/// The subject is looked up before the size is read: its index is written in the batch that
+/// appends its leaf, so the head covers it (a leaf appended in between is proven in a head
+/// that also holds the newer one, which the next audit shows). Leaves and nodes never change,
+/// so the later reads agree with the size.
+pub(crate) async fn audit<S: KtStore>(
+    store: &S,
+    subject: Option<KtSubject>,
+    last_seen_size: u64,
+) -> Result<KtProof, StoreError> {
+    let index = match subject {
+        None => None,
+        Some(KtSubject::Username(name)) => Some(
+            store
+                .kt_newest_for_username(&name)
+                .await?
+                .ok_or(StoreError::NotFound)?,
+        ),
+        Some(KtSubject::Identity(identity)) => Some(
+            store
+                .kt_newest_for_identity(&identity)
+                .await?
+                .ok_or(StoreError::NotFound)?,
+        ),
+        Some(KtSubject::Index(i)) => Some(i),
+    };
+    let size = store.kt_size().await?;
+    if last_seen_size > size {
+        return Err(StoreError::InvalidArgument(format!(
+            "last_seen_tree_size {last_seen_size} is larger than the log ({size} leaves): this server never showed that tree head"
+        )));
+    }
+    if index.is_some_and(|i| i >= size) {
+        return Err(StoreError::NotFound);
+    }
+    let plan = ProofPlan::new(size, index, last_seen_size)
+        .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+    let hashes = store.kt_nodes(&plan.nodes()).await?;
+    let proofs = plan
+        .prove_fetched(&hashes)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let leaf = match index {
+        Some(i) => {
+            let leaf = store.kt_leaf(i).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("transparency log leaf {i} is missing"))
+            })?;
+            Some((i, leaf))
+        }
+        None => None,
+    };
+    Ok(KtProof {
+        head: KtHead {
+            size,
+            root: proofs.root,
+        },
+        leaf,
+        inclusion: proofs.inclusion,
+        consistency: proofs.consistency,
+    })
+}
+
+/// File name of the log's signing key seed in the data directory.
+pub(crate) const LOG_KEY_FILE: &str = "kt-log-key.bin";
+
+/// The log's Ed25519 signing key.
+pub(crate) struct LogKey {
+    signing: SigningKey,
+    log_id: [u8; 32],
+}
+
+impl LogKey {
+    fn from_seed(seed: &[u8; 32]) -> Self {
+        let signing = SigningKey::from_bytes(seed);
+        let log_id = qpq_kt::log_id(signing.verifying_key().as_bytes());
+        Self { signing, log_id }
+    }
+
+    /// Loads the key from `data_dir`, creating it (mode 0600, written and synced under a
+    /// temporary name, then linked into place) on first start.
+    pub(crate) fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(LOG_KEY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let mode = fs::metadata(&path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format_args!("{:o}", mode & 0o777),
+                        "key transparency log key is readable by others; it should be mode 0600"
+                    );
+                }
+                let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{} must hold a 32-byte Ed25519 seed, found {} bytes",
+                        path.display(),
+                        bytes.len()
+                    )
+                })?;
+                return Ok(Self::from_seed(&seed));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let tmp = data_dir.join(format!(".{LOG_KEY_FILE}.{:016x}.tmp", OsRng.next_u64()));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&seed)?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+        }
+        // A hard link fails instead of replacing a key another process created meanwhile.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                File::open(data_dir)
+                    .and_then(|d| d.sync_all())
+                    .with_context(|| format!("cannot sync {}", data_dir.display()))?;
+                tracing::info!(path = %path.display(), "created the key transparency log key");
+                Ok(Self::from_seed(&seed))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
+            Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+
+    /// The 32-byte public key.
+    pub(crate) fn public(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// Signs `head` at `timestamp_ms` (kt.proto's tree head string).
+    pub(crate) fn sign(&self, head: &KtHead, timestamp_ms: u64) -> proto::SignedTreeHead {
+        let message = qpq_kt::tree_head_bytes(&self.log_id, head.size, timestamp_ms, &head.root);
+        proto::SignedTreeHead {
+            log_id: Bytes::copy_from_slice(&self.log_id),
+            tree_size: head.size,
+            root_hash: Bytes::copy_from_slice(&head.root),
+            timestamp_unix_ms: timestamp_ms,
+            signature: Bytes::copy_from_slice(&self.signing.sign(&message).to_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_key_is_created_once_with_mode_0600_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LogKey::load_or_create(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(LOG_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = LogKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.public(), again.public());
+        assert_eq!(again.log_id, qpq_kt::log_id(&again.public()));
+        fs::write(dir.path().join(LOG_KEY_FILE), b"short").unwrap();
+        assert!(LogKey::load_or_create(dir.path()).is_err());
+    }
+}
