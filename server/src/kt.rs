@@ -6,12 +6,8 @@
 //! directory with mode 0600 so the log's identity survives restarts; it signs tree heads.
 //! The handlers of the three methods are in `api/kt.rs`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
 use qpq_kt::tree::ProofPlan;
@@ -20,6 +16,7 @@ use qpq_schema::proto;
 use rand::RngCore;
 use rand::rngs::OsRng;
 
+use crate::secret_file::{self, Created};
 use crate::store::{IdentityKey, KtStore, StoreError};
 
 /// Which leaf an audit proves.
@@ -135,20 +132,12 @@ impl LogKey {
         Self { signing, log_id }
     }
 
-    /// Loads the key from `data_dir`, creating it (mode 0600, written and synced under a
-    /// temporary name, then linked into place) on first start.
+    /// Loads the key from `data_dir`, creating it on first start (mode 0600, atomically:
+    /// `secret_file`).
     pub(crate) fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join(LOG_KEY_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let mode = fs::metadata(&path)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    tracing::warn!(
-                        path = %path.display(),
-                        mode = format_args!("{:o}", mode & 0o777),
-                        "key transparency log key is readable by others; it should be mode 0600"
-                    );
-                }
+        loop {
+            if let Some(bytes) = secret_file::read(&path, "key transparency log key")? {
                 let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
                     anyhow::anyhow!(
                         "{} must hold a 32-byte Ed25519 seed, found {} bytes",
@@ -158,38 +147,16 @@ impl LogKey {
                 })?;
                 return Ok(Self::from_seed(&seed));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-        let mut seed = [0u8; 32];
-        OsRng.fill_bytes(&mut seed);
-        let tmp = data_dir.join(format!(".{LOG_KEY_FILE}.{:016x}.tmp", OsRng.next_u64()));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&seed)?;
-            file.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-        }
-        // A hard link fails instead of replacing a key another process created meanwhile.
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                File::open(data_dir)
-                    .and_then(|d| d.sync_all())
-                    .with_context(|| format!("cannot sync {}", data_dir.display()))?;
-                tracing::info!(path = %path.display(), "created the key transparency log key");
-                Ok(Self::from_seed(&seed))
+            let mut seed = [0u8; 32];
+            OsRng.fill_bytes(&mut seed);
+            match secret_file::create(&path, &seed)? {
+                Created::New => {
+                    tracing::info!(path = %path.display(), "created the key transparency log key");
+                    return Ok(Self::from_seed(&seed));
+                }
+                // Another process created it meanwhile: use theirs.
+                Created::Existing => continue,
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
-            Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
         }
     }
 
@@ -213,6 +180,9 @@ impl LogKey {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

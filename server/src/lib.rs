@@ -31,6 +31,7 @@ mod federation;
 mod kt;
 mod limits;
 mod live;
+mod secret_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
