@@ -180,10 +180,153 @@ impl LogKey {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+
+    use qpq_kt::tree::{self, NodeId};
+    use qpq_kt::{LeafKind, verify_consistency, verify_inclusion};
 
     use super::*;
+    use crate::store::Revocation;
+
+    /// A log in memory: only what [`audit`] reads.
+    #[derive(Default)]
+    struct MemLog {
+        leaves: Mutex<Vec<Leaf>>,
+        nodes: Mutex<HashMap<NodeId, Hash>>,
+    }
+
+    impl MemLog {
+        fn push(&self, username: &str, identity: u8) {
+            let mut leaves = self.leaves.lock().unwrap();
+            let leaf = Leaf {
+                kind: LeafKind::Binding,
+                username: username.into(),
+                identity: [identity; 32],
+                timestamp_ms: leaves.len() as u64,
+                reason: 0,
+            };
+            let mut nodes = self.nodes.lock().unwrap();
+            let stored = |id: NodeId| nodes.get(&id).copied().ok_or(id);
+            let new = tree::append(&stored, leaves.len() as u64, leaf.hash().unwrap()).unwrap();
+            nodes.extend(new);
+            leaves.push(leaf);
+        }
+
+        fn newest(&self, matches: impl Fn(&Leaf) -> bool) -> Option<u64> {
+            let leaves = self.leaves.lock().unwrap();
+            leaves.iter().rposition(matches).map(|i| i as u64)
+        }
+    }
+
+    impl KtStore for MemLog {
+        async fn kt_revoke(
+            &self,
+            _identity: &IdentityKey,
+            _reason: u8,
+        ) -> Result<(Revocation, bool), StoreError> {
+            Err(StoreError::Unavailable("not part of audits".into()))
+        }
+
+        async fn kt_revocation(
+            &self,
+            _identity: &IdentityKey,
+        ) -> Result<Option<Revocation>, StoreError> {
+            Ok(None)
+        }
+
+        async fn kt_size(&self) -> Result<u64, StoreError> {
+            Ok(self.leaves.lock().unwrap().len() as u64)
+        }
+
+        async fn kt_newest_for_username(&self, username: &str) -> Result<Option<u64>, StoreError> {
+            Ok(self.newest(|l| l.username == username))
+        }
+
+        async fn kt_newest_for_identity(
+            &self,
+            identity: &IdentityKey,
+        ) -> Result<Option<u64>, StoreError> {
+            Ok(self.newest(|l| l.identity == *identity))
+        }
+
+        async fn kt_leaf(&self, index: u64) -> Result<Option<Leaf>, StoreError> {
+            let leaves = self.leaves.lock().unwrap();
+            Ok(usize::try_from(index)
+                .ok()
+                .and_then(|i| leaves.get(i))
+                .cloned())
+        }
+
+        async fn kt_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+            let nodes = self.nodes.lock().unwrap();
+            ids.iter()
+                .map(|id| {
+                    nodes
+                        .get(id)
+                        .copied()
+                        .ok_or_else(|| StoreError::Corrupt(format!("node {id} is missing")))
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn audits_prove_the_newest_leaf_and_extend_every_older_head() {
+        let log = MemLog::default();
+        let empty = audit(&log, None, 0).await.unwrap();
+        assert_eq!(empty.head.size, 0);
+        assert_eq!(empty.head.root, qpq_kt::empty_root());
+        let mut roots = vec![empty.head.root];
+        for i in 0..20u8 {
+            log.push(["alice", "bob", "carol"][usize::from(i % 3)], i);
+            roots.push(audit(&log, None, 0).await.unwrap().head.root);
+        }
+        // bob's newest leaf is the last of 1, 4, ..., 19.
+        let proof = audit(&log, Some(KtSubject::Username("bob".into())), 0)
+            .await
+            .unwrap();
+        let (index, leaf) = proof.leaf.clone().unwrap();
+        assert_eq!((index, leaf.identity), (19, [19; 32]));
+        assert!(verify_inclusion(
+            &leaf.hash().unwrap(),
+            index,
+            20,
+            &proof.inclusion,
+            &proof.head.root
+        ));
+        let by_key = audit(&log, Some(KtSubject::Identity([4; 32])), 0)
+            .await
+            .unwrap();
+        assert_eq!(by_key.leaf.map(|(i, _)| i), Some(4));
+        for seen in 1..=20u64 {
+            let proof = audit(&log, Some(KtSubject::Index(seen - 1)), seen)
+                .await
+                .unwrap();
+            assert_eq!(proof.head.root, roots[20]);
+            assert!(verify_consistency(
+                seen,
+                20,
+                &roots[seen as usize],
+                &proof.head.root,
+                &proof.consistency
+            ));
+        }
+        assert!(matches!(
+            audit(&log, Some(KtSubject::Username("dave".into())), 0).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            audit(&log, Some(KtSubject::Index(20)), 0).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            audit(&log, None, 21).await,
+            Err(StoreError::InvalidArgument(m)) if m.contains("21")
+        ));
+    }
 
     #[test]
     fn log_key_is_created_once_with_mode_0600_and_reloaded() {
