@@ -14,6 +14,8 @@
 //! - [`ops`]: metrics and backup. `federation/`: links, outboxes and relays to peer servers.
 //! - [`store`]: durable state (the only module that names fjall); `live.rs`: connections and
 //!   waiters in memory.
+//! - `kt.rs`: the transparency log above the store (audits, the log key);
+//!   `secret_file.rs`: the one writer of secret files in the data directory.
 //!
 //! The server never sees plaintext: message payloads are MLS ciphertext, opaque bytes here.
 //!
