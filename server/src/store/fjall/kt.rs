@@ -15,12 +15,11 @@
 //! the nodes that size needs agree.
 
 use fjall::{OwnedWriteBatch, Readable, Snapshot};
-
-use super::{Engine, FjallStore, engine_err};
-use crate::store::codec::{Reader, V1};
 use qpq_kt::tree::{self, NodeId, Nodes};
 use qpq_kt::{Hash, Leaf, LeafKind};
 
+use super::{Engine, FjallStore, engine_err};
+use crate::store::codec::{Reader, V1};
 use crate::store::kt::{KtStore, Revocation};
 use crate::store::{Account, IdentityKey, StoreError};
 
