@@ -6,7 +6,9 @@
 //! `AuditKeyTransparencyResponse` with [`verify_audit`]: the head's signature, that the leaf
 //! is in the tree, and that the tree extends the one it saw last (so the server cannot show
 //! different histories to different clients without being caught). Everything here is pure:
-//! no I/O, no clock.
+//! no I/O, no clock. The leaf encoding, the hashes, the proof checks and the signed bytes are
+//! `qpq-kt`'s, the same code the server builds the log with; this module maps the protocol's
+//! messages onto them.
 //!
 //! ```no_run
 //! # async fn run(client: qpq_client::QpqClient, token: bytes::Bytes, pinned: [u8; 32],
@@ -28,19 +30,8 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use qpq_schema::proto;
-use sha2::{Digest, Sha256};
 
-/// A SHA-256 hash.
-///
-/// ```
-/// let hash: qpq_client::kt::Hash = qpq_client::kt::leaf_hash(b"data");
-/// ```
-pub type Hash = [u8; 32];
-
-/// Prefix of the leaf data (kt.proto).
-const LEAF_PREFIX: &[u8] = b"qpq-kt-leaf-v1";
-/// Prefix of the signed tree head (kt.proto).
-const STH_PREFIX: &[u8] = b"qpq-kt-sth-v1";
+pub use qpq_kt::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 
 /// A tree head the client has verified; keep the newest one to check the next answer.
 ///
@@ -121,27 +112,6 @@ pub enum KtError {
     },
 }
 
-/// `SHA-256(0x00 ‖ data)`.
-///
-/// ```
-/// let a = qpq_client::kt::leaf_hash(b"one");
-/// assert_ne!(a, qpq_client::kt::leaf_hash(b"two"));
-/// ```
-pub fn leaf_hash(data: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(data);
-    h.finalize().into()
-}
-
-fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
-}
-
 /// The leaf data of `leaf` as kt.proto documents it: `"qpq-kt-leaf-v1" ‖ kind(1) ‖
 /// timestamp(8) ‖ identity_key(32) ‖ reason(1) ‖ username_len(2) ‖ username`.
 ///
@@ -159,117 +129,24 @@ fn node_hash(left: &Hash, right: &Hash) -> Hash {
 pub fn leaf_data(leaf: &proto::KtLeaf) -> Result<Vec<u8>, KtError> {
     let kind = u8::try_from(leaf.kind)
         .ok()
-        .filter(|k| (1..=2).contains(k))
+        .and_then(qpq_kt::LeafKind::from_u8)
         .ok_or(KtError::Malformed(
             "leaf kind must be BINDING or REVOCATION",
         ))?;
     let reason =
         u8::try_from(leaf.reason).map_err(|_| KtError::Malformed("leaf reason out of range"))?;
-    if leaf.identity_key.len() != 32 {
-        return Err(KtError::Malformed("leaf identity_key must be 32 bytes"));
+    let identity = leaf.identity_key[..]
+        .try_into()
+        .map_err(|_| KtError::Malformed("leaf identity_key must be 32 bytes"))?;
+    qpq_kt::Leaf {
+        kind,
+        username: leaf.username.clone(),
+        identity,
+        timestamp_ms: leaf.timestamp_unix_ms,
+        reason,
     }
-    let len = u16::try_from(leaf.username.len())
-        .map_err(|_| KtError::Malformed("leaf username too long"))?;
-    let mut v = Vec::with_capacity(LEAF_PREFIX.len() + 44 + leaf.username.len());
-    v.extend_from_slice(LEAF_PREFIX);
-    v.push(kind);
-    v.extend_from_slice(&leaf.timestamp_unix_ms.to_be_bytes());
-    v.extend_from_slice(&leaf.identity_key);
-    v.push(reason);
-    v.extend_from_slice(&len.to_be_bytes());
-    v.extend_from_slice(leaf.username.as_bytes());
-    Ok(v)
-}
-
-/// RFC 9162 §2.1.3.2: whether `path` proves leaf `index` (hash `leaf`) is in the tree of
-/// `size` leaves with root `root`.
-///
-/// ```
-/// use qpq_client::kt::{leaf_hash, verify_inclusion};
-/// // A one-leaf tree's root is the leaf hash, with an empty path.
-/// let leaf = leaf_hash(b"only");
-/// assert!(verify_inclusion(&leaf, 0, 1, &[], &leaf));
-/// assert!(!verify_inclusion(&leaf, 1, 1, &[], &leaf));
-/// ```
-pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root: &Hash) -> bool {
-    if index >= size {
-        return false;
-    }
-    let (mut f, mut s, mut r) = (index, size - 1, *leaf);
-    for p in path {
-        if s == 0 {
-            return false;
-        }
-        if f & 1 == 1 || f == s {
-            r = node_hash(p, &r);
-            while f & 1 == 0 && f != 0 {
-                f >>= 1;
-                s >>= 1;
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        f >>= 1;
-        s >>= 1;
-    }
-    s == 0 && r == *root
-}
-
-/// RFC 9162 §2.1.4.2: whether `path` proves the tree of `new_size` leaves (root `new_root`)
-/// extends the tree of `old_size` leaves (root `old_root`). Equal sizes need equal roots and
-/// an empty path; `old_size` 0 proves nothing and is refused.
-///
-/// ```
-/// use qpq_client::kt::{leaf_hash, verify_consistency};
-/// let root = leaf_hash(b"only");
-/// assert!(verify_consistency(1, 1, &root, &root, &[]));
-/// assert!(!verify_consistency(0, 1, &root, &root, &[]));
-/// ```
-pub fn verify_consistency(
-    old_size: u64,
-    new_size: u64,
-    old_root: &Hash,
-    new_root: &Hash,
-    path: &[Hash],
-) -> bool {
-    if old_size == 0 || old_size > new_size {
-        return false;
-    }
-    if old_size == new_size {
-        return path.is_empty() && old_root == new_root;
-    }
-    let mut nodes: Vec<Hash> = Vec::with_capacity(path.len() + 1);
-    if old_size.is_power_of_two() {
-        nodes.push(*old_root);
-    }
-    nodes.extend_from_slice(path);
-    let Some((first, rest)) = nodes.split_first() else {
-        return false;
-    };
-    let (mut f, mut s) = (old_size - 1, new_size - 1);
-    while f & 1 == 1 {
-        f >>= 1;
-        s >>= 1;
-    }
-    let (mut fr, mut sr) = (*first, *first);
-    for c in rest {
-        if s == 0 {
-            return false;
-        }
-        if f & 1 == 1 || f == s {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
-            while f & 1 == 0 && f != 0 {
-                f >>= 1;
-                s >>= 1;
-            }
-        } else {
-            sr = node_hash(&sr, c);
-        }
-        f >>= 1;
-        s >>= 1;
-    }
-    s == 0 && fr == *old_root && sr == *new_root
+    .to_bytes()
+    .map_err(|_| KtError::Malformed("leaf username too long"))
 }
 
 fn hash_of(bytes: &[u8], what: &'static str) -> Result<Hash, KtError> {
@@ -293,7 +170,7 @@ pub fn verify_tree_head(
     head: &proto::SignedTreeHead,
     pinned_log_key: &[u8; 32],
 ) -> Result<TreeHead, KtError> {
-    let log_id: Hash = Sha256::digest(pinned_log_key).into();
+    let log_id = qpq_kt::log_id(pinned_log_key);
     if head.log_id[..] != log_id {
         return Err(KtError::WrongLog);
     }
@@ -304,12 +181,8 @@ pub fn verify_tree_head(
         .try_into()
         .map_err(|_| KtError::Malformed("signature must be 64 bytes"))?;
     let key = VerifyingKey::from_bytes(pinned_log_key).map_err(|_| KtError::BadSignature)?;
-    let mut message = Vec::with_capacity(STH_PREFIX.len() + 80);
-    message.extend_from_slice(STH_PREFIX);
-    message.extend_from_slice(&log_id);
-    message.extend_from_slice(&head.tree_size.to_be_bytes());
-    message.extend_from_slice(&head.timestamp_unix_ms.to_be_bytes());
-    message.extend_from_slice(&root_hash);
+    let message =
+        qpq_kt::tree_head_bytes(&log_id, head.tree_size, head.timestamp_unix_ms, &root_hash);
     key.verify_strict(&message, &Signature::from_bytes(&signature))
         .map_err(|_| KtError::BadSignature)?;
     Ok(TreeHead {
@@ -391,42 +264,40 @@ pub fn verify_audit(
 mod tests {
     use super::*;
 
-    /// MTH of RFC 9162 over leaf hashes.
-    fn mth(leaves: &[Hash]) -> Hash {
-        match leaves.len() {
-            0 => Sha256::digest(b"").into(),
-            1 => leaves[0],
-            n => {
-                let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
-                node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
-            }
-        }
-    }
-
     #[test]
-    fn rfc_paths_for_a_seven_leaf_tree() {
-        // RFC 9162 §2.1.5's example tree of seven leaves d0..d6.
-        let leaves: Vec<Hash> = (0u8..7).map(|i| leaf_hash(&[i])).collect();
-        let root = mth(&leaves);
-        // Inclusion of d0: [d1, hash(c), hash(g)] in RFC terms.
-        let path = [leaves[1], mth(&leaves[2..4]), mth(&leaves[4..7])];
-        assert!(verify_inclusion(&leaves[0], 0, 7, &path, &root));
-        assert!(!verify_inclusion(&leaves[1], 0, 7, &path, &root));
-        assert!(!verify_inclusion(&leaves[0], 7, 7, &path, &root));
-        // Consistency of the 3-leaf tree with the 7-leaf tree: [c, d, g, l] in RFC terms.
-        let old = mth(&leaves[..3]);
-        let proof = [leaves[2], leaves[3], mth(&leaves[..2]), mth(&leaves[4..7])];
-        assert!(verify_consistency(3, 7, &old, &root, &proof));
-        assert!(!verify_consistency(3, 7, &root, &root, &proof));
-        // Consistency of the 4-leaf tree: [l] (the old root is implied).
-        assert!(verify_consistency(
-            4,
-            7,
-            &mth(&leaves[..4]),
-            &root,
-            &[mth(&leaves[4..7])]
-        ));
-        assert!(verify_consistency(7, 7, &root, &root, &[]));
-        assert!(!verify_consistency(0, 7, &root, &root, &[]));
+    fn leaf_data_is_the_logs_encoding() {
+        let leaf = proto::KtLeaf {
+            kind: proto::KtLeafKind::Revocation as i32,
+            username: "alice".into(),
+            identity_key: vec![7; 32].into(),
+            timestamp_unix_ms: 0x0102,
+            reason: 3,
+        };
+        let expected = qpq_kt::Leaf {
+            kind: qpq_kt::LeafKind::Revocation,
+            username: "alice".into(),
+            identity: [7; 32],
+            timestamp_ms: 0x0102,
+            reason: 3,
+        };
+        assert_eq!(leaf_data(&leaf).unwrap(), expected.to_bytes().unwrap());
+        let bad_kind = proto::KtLeaf {
+            kind: 3,
+            ..leaf.clone()
+        };
+        assert_eq!(
+            leaf_data(&bad_kind),
+            Err(KtError::Malformed(
+                "leaf kind must be BINDING or REVOCATION"
+            ))
+        );
+        let short_key = proto::KtLeaf {
+            identity_key: vec![7; 31].into(),
+            ..leaf
+        };
+        assert_eq!(
+            leaf_data(&short_key),
+            Err(KtError::Malformed("leaf identity_key must be 32 bytes"))
+        );
     }
 }

@@ -14,6 +14,8 @@
 //! - [`ops`]: metrics and backup. `federation/`: links, outboxes and relays to peer servers.
 //! - [`store`]: durable state (the only module that names fjall); `live.rs`: connections and
 //!   waiters in memory.
+//! - `kt.rs`: the transparency log above the store (audits, the log key);
+//!   `secret_file.rs`: the one writer of secret files in the data directory.
 //!
 //! The server never sees plaintext: message payloads are MLS ciphertext, opaque bytes here.
 //!
@@ -28,8 +30,10 @@ mod background;
 mod config;
 mod errors;
 mod federation;
+mod kt;
 mod limits;
 mod live;
+mod secret_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +66,7 @@ pub struct Messenger<S: Store> {
     /// FetchKeyPackage calls per requester.
     key_fetches: limits::key_fetches::FetchLimiter,
     /// Signs key transparency tree heads.
-    kt_log: api::kt::LogKey,
+    kt_log: kt::LogKey,
     /// Token buckets per rate class (see `limits/classes.rs`).
     rate_limits: limits::classes::RateLimiter,
     /// Federation peers and the links to them (see `federation/`).
@@ -81,7 +85,7 @@ impl<S: Store> Messenger<S> {
         opaque: OpaqueServer,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let kt_log = api::kt::LogKey::load_or_create(&config.data_dir)
+        let kt_log = kt::LogKey::load_or_create(&config.data_dir)
             .context("could not load or create the key transparency log key")?;
         Ok(Self {
             key_fetches: limits::key_fetches::FetchLimiter::new(

@@ -33,9 +33,8 @@
 //! [`AuthError::InvalidCredentials`] as a wrong password.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -49,6 +48,8 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 
 use qpq_runtime::limits::Clock;
+
+use crate::secret_file::{self, Created, SecretFileError};
 
 /// The qpq OPAQUE cipher suite (see the module doc for the parameters).
 #[derive(Debug, Clone, Copy)]
@@ -405,71 +406,41 @@ fn load_setup(path: &Path, bytes: &[u8]) -> Result<ServerSetup<QpqSuite>, SetupE
     Ok(setup)
 }
 
-/// Loads `data_dir/opaque-server-setup.bin`, or creates it (mode 0600) if it is missing.
+/// Loads `data_dir/opaque-server-setup.bin`, or creates it (mode 0600, atomically:
+/// `secret_file`) if it is missing.
 fn load_or_create_setup(data_dir: &Path) -> Result<ServerSetup<QpqSuite>, SetupError> {
     let path = data_dir.join(SETUP_FILE_NAME);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let mode = fs::metadata(&path)
-                .map_err(io_err(&path))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format_args!("{:o}", mode & 0o777),
-                    "opaque server setup is readable by others; it should be mode 0600"
-                );
-            }
-            return load_setup(&path, &bytes);
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&path)(e)),
+    if let Some(bytes) = secret_file::read(&path, "opaque server setup")? {
+        return load_setup(&path, &bytes);
     }
-
     fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
     let setup = ServerSetup::<QpqSuite>::new(&mut OsRng);
-    let bytes = setup.serialize();
-
-    // Write a private temporary file, sync it, then publish it under the final name. The
-    // publish is a hard link rather than a rename: it is just as atomic, but it fails instead
-    // of replacing a setup another process created meanwhile (then we load theirs).
-    let tmp = data_dir.join(format!(".{SETUP_FILE_NAME}.{:016x}.tmp", OsRng.next_u64()));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp)(e));
-    }
-    let linked = fs::hard_link(&tmp, &path);
-    // The temporary name is garbage either way; failing to remove it is harmless.
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            // Make the new directory entry itself durable.
-            File::open(data_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(data_dir))?;
+    match secret_file::create(&path, &setup.serialize())? {
+        Created::New => {
             tracing::info!(path = %path.display(), "created opaque server setup");
             Ok(setup)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+        // Another process created one meanwhile: load theirs.
+        Created::Existing => {
             let bytes = fs::read(&path).map_err(io_err(&path))?;
             load_setup(&path, &bytes)
         }
-        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+impl From<SecretFileError> for SetupError {
+    fn from(e: SecretFileError) -> Self {
+        SetupError::Io {
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use opaque_ke::{
         ClientLogin, ClientLoginFinishParameters, ClientRegistration,

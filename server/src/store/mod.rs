@@ -40,7 +40,6 @@ mod federation;
 mod fjall;
 mod keys;
 mod kt;
-mod merkle;
 mod moderation;
 mod p2p;
 pub mod pieces;
@@ -70,7 +69,7 @@ pub use self::federation::{
 };
 pub use self::fjall::{FjallStore, StoreOptions};
 pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
-pub use self::kt::{KtHead, KtLeafKind, KtLeafRecord, KtProof, KtStore, KtSubject, Revocation};
+pub use self::kt::{KtStore, Revocation};
 pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};
 pub use self::p2p::{EndpointRecord, P2pStore};
 pub use self::recovery::RecoveryStore;

@@ -3,22 +3,24 @@
 //! | keyspace | key | value |
 //! |---|---|---|
 //! | `kt_leaves` | index(8) | `v1 ‖ leaf data` (the bytes the leaf hash covers, `kt.proto`) |
-//! | `kt_nodes` | level(1) ‖ index(8) | `v1 ‖ hash(32)` — every complete subtree (`store/merkle.rs`) |
+//! | `kt_nodes` | level(1) ‖ index(8) | `v1 ‖ hash(32)` — every complete subtree (`qpq_kt::tree`) |
 //! | `kt_meta` | `size` | `v1 ‖ tree_size(8)` |
 //! | `kt_by_username` | username | `index(8)` of the newest leaf for it |
 //! | `kt_by_identity` | identity(32) | `index(8)` of the newest leaf for it |
 //! | `kt_revoked` | identity(32) | `index(8)` of its revocation leaf |
 //!
 //! A leaf, its completed subtrees, the size and the indexes are written in one batch, and at
-//! most one leaf is appended per batch (the size is read from the committed state). Readers
-//! work on one snapshot, so a head, its proofs and its leaf always agree.
+//! most one leaf is appended per batch (the size is read from the committed state). Each read
+//! works on one snapshot; leaves and nodes are never rewritten, so reads of a size and then of
+//! the nodes that size needs agree.
 
 use fjall::{OwnedWriteBatch, Readable, Snapshot};
+use qpq_kt::tree::{self, NodeId, Nodes};
+use qpq_kt::{Hash, Leaf, LeafKind};
 
 use super::{Engine, FjallStore, engine_err};
 use crate::store::codec::{Reader, V1};
-use crate::store::kt::{KtHead, KtLeafKind, KtLeafRecord, KtProof, KtStore, KtSubject, Revocation};
-use crate::store::merkle::{self, Hash, Nodes};
+use crate::store::kt::{KtStore, Revocation};
 use crate::store::{Account, IdentityKey, StoreError};
 
 pub(super) const KT_LEAVES: &str = "kt_leaves";
@@ -30,10 +32,10 @@ pub(super) const KT_REVOKED: &str = "kt_revoked";
 
 const SIZE_KEY: &[u8] = b"size";
 
-fn node_key(level: u8, index: u64) -> Vec<u8> {
+fn node_key(id: NodeId) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
-    k.push(level);
-    k.extend_from_slice(&index.to_be_bytes());
+    k.push(id.level);
+    k.extend_from_slice(&id.index.to_be_bytes());
     k
 }
 
@@ -69,12 +71,17 @@ impl View<'_> {
         }
     }
 
-    fn leaf(&self, index: u64) -> Result<KtLeafRecord, StoreError> {
-        let v = self.get(KT_LEAVES, &index.to_be_bytes())?.ok_or_else(|| {
-            StoreError::Corrupt(format!("transparency log leaf {index} is missing"))
-        })?;
+    fn leaf(&self, index: u64) -> Result<Leaf, StoreError> {
+        self.leaf_if_any(index)?
+            .ok_or_else(|| StoreError::Corrupt(format!("transparency log leaf {index} is missing")))
+    }
+
+    fn leaf_if_any(&self, index: u64) -> Result<Option<Leaf>, StoreError> {
+        let Some(v) = self.get(KT_LEAVES, &index.to_be_bytes())? else {
+            return Ok(None);
+        };
         let mut r = Reader::versioned(&v, "transparency log leaf")?;
-        KtLeafRecord::from_leaf_data(r.rest())
+        Ok(Some(Leaf::from_bytes(r.rest())?))
     }
 
     fn index_in(&self, ks: &'static str, key: &[u8]) -> Result<Option<u64>, StoreError> {
@@ -83,12 +90,12 @@ impl View<'_> {
 }
 
 impl Nodes for View<'_> {
-    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+    type Error = StoreError;
+
+    fn node(&self, id: NodeId) -> Result<Hash, StoreError> {
         let v = self
-            .get(KT_NODES, &node_key(level, index))?
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("transparency log node {level}/{index} is missing"))
-            })?;
+            .get(KT_NODES, &node_key(id))?
+            .ok_or_else(|| StoreError::Corrupt(format!("transparency log node {id} is missing")))?;
         let mut r = Reader::versioned(&v, "transparency log node")?;
         let hash = r.array()?;
         r.finish()?;
@@ -110,18 +117,14 @@ impl Engine {
     }
 
     /// Adds `leaf` to `batch` as the next leaf; returns its index. Only one per batch.
-    fn kt_append(
-        &self,
-        batch: &mut OwnedWriteBatch,
-        leaf: &KtLeafRecord,
-    ) -> Result<u64, StoreError> {
+    fn kt_append(&self, batch: &mut OwnedWriteBatch, leaf: &Leaf) -> Result<u64, StoreError> {
         let view = self.kt_view();
         let index = view.size()?;
-        let data = leaf.leaf_data()?;
-        for (level, i, hash) in merkle::append(&view, index, merkle::leaf_hash(&data))? {
+        let data = leaf.to_bytes()?;
+        for (id, hash) in tree::append(&view, index, qpq_kt::leaf_hash(&data))? {
             batch.insert(
                 self.ks(KT_NODES)?,
-                node_key(level, i),
+                node_key(id),
                 [&[V1][..], &hash].concat(),
             );
         }
@@ -143,7 +146,7 @@ impl Engine {
             at.clone(),
         );
         batch.insert(self.ks(KT_BY_IDENTITY)?, leaf.identity.to_vec(), at.clone());
-        if leaf.kind == KtLeafKind::Revocation {
+        if leaf.kind == LeafKind::Revocation {
             batch.insert(self.ks(KT_REVOKED)?, leaf.identity.to_vec(), at);
         }
         Ok(index)
@@ -165,8 +168,8 @@ impl Engine {
                 "this identity key was revoked in the key transparency log; generate a new identity key".into(),
             ));
         }
-        let leaf = KtLeafRecord {
-            kind: KtLeafKind::Binding,
+        let leaf = Leaf {
+            kind: LeafKind::Binding,
             username: account.username.clone(),
             identity: account.identity_key,
             timestamp_ms: account.created_at_ms,
@@ -202,8 +205,8 @@ impl Engine {
             .index_in(KT_BY_IDENTITY, identity)?
             .ok_or(StoreError::NotFound)?;
         let bound = view.leaf(index)?;
-        let leaf = KtLeafRecord {
-            kind: KtLeafKind::Revocation,
+        let leaf = Leaf {
+            kind: LeafKind::Revocation,
             username: bound.username,
             identity: *identity,
             timestamp_ms: self.clock.unix_ms(),
@@ -219,41 +222,9 @@ impl Engine {
         Ok(((revocation, true), self.commit(batch)?))
     }
 
-    fn kt_audit(&self, subject: Option<KtSubject>, last_seen: u64) -> Result<KtProof, StoreError> {
+    fn kt_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         let view = self.kt_view();
-        let size = view.size()?;
-        if last_seen > size {
-            return Err(StoreError::InvalidArgument(format!(
-                "last_seen_tree_size {last_seen} is larger than the log ({size} leaves): this server never showed that tree head"
-            )));
-        }
-        let head = KtHead {
-            size,
-            root: merkle::root(&view, size)?,
-        };
-        let index = match subject {
-            None => None,
-            Some(KtSubject::Username(name)) => Some(
-                view.index_in(KT_BY_USERNAME, name.as_bytes())?
-                    .ok_or(StoreError::NotFound)?,
-            ),
-            Some(KtSubject::Identity(identity)) => Some(
-                view.index_in(KT_BY_IDENTITY, &identity)?
-                    .ok_or(StoreError::NotFound)?,
-            ),
-            Some(KtSubject::Index(i)) if i < size => Some(i),
-            Some(KtSubject::Index(_)) => return Err(StoreError::NotFound),
-        };
-        let (leaf, inclusion) = match index {
-            Some(i) => (Some((i, view.leaf(i)?)), merkle::inclusion(&view, i, size)?),
-            None => (None, Vec::new()),
-        };
-        Ok(KtProof {
-            head,
-            leaf,
-            inclusion,
-            consistency: merkle::consistency(&view, last_seen, size)?,
-        })
+        ids.iter().map(|&id| view.node(id)).collect()
     }
 }
 
@@ -274,12 +245,28 @@ impl KtStore for FjallStore {
         self.inline(|e| e.kt_revocation(identity))
     }
 
-    async fn kt_audit(
+    async fn kt_size(&self) -> Result<u64, StoreError> {
+        self.inline(|e| e.kt_size())
+    }
+
+    async fn kt_newest_for_username(&self, username: &str) -> Result<Option<u64>, StoreError> {
+        self.inline(|e| e.kt_view().index_in(KT_BY_USERNAME, username.as_bytes()))
+    }
+
+    async fn kt_newest_for_identity(
         &self,
-        subject: Option<KtSubject>,
-        last_seen_size: u64,
-    ) -> Result<KtProof, StoreError> {
-        self.blocking(move |e| e.kt_audit(subject, last_seen_size))
-            .await
+        identity: &IdentityKey,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inline(|e| e.kt_view().index_in(KT_BY_IDENTITY, identity))
+    }
+
+    async fn kt_leaf(&self, index: u64) -> Result<Option<Leaf>, StoreError> {
+        self.inline(|e| e.kt_view().leaf_if_any(index))
+    }
+
+    async fn kt_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        // A proof reads O(log² n) nodes: more than a point read, so off the async workers.
+        let ids = ids.to_vec();
+        self.blocking(move |e| e.kt_nodes(&ids)).await
     }
 }
