@@ -56,32 +56,33 @@ pub(crate) struct KtProof {
 /// from `last_seen_size` (0: none). [`StoreError::NotFound`] when the subject has no leaf;
 /// [`StoreError::InvalidArgument`] when `last_seen_size` exceeds the log's size.
 ///
-/// The subject is looked up before the size is read: its index is written in the batch that
-/// appends its leaf, so the head covers it (a leaf appended in between is proven in a head
-/// that also holds the newer one, which the next audit shows). Leaves and nodes never change,
-/// so the later reads agree with the size.
+/// The store gives no snapshot across reads, so the subject is looked up, then the size
+/// read, then the subject looked up again: a leaf's index is written in the batch that
+/// appends it, so the head covers the leaf, and an unchanged second lookup means the leaf was
+/// still the subject's newest when the size was read. (A subject rebound again and again
+/// between the reads is answered after [`NEWEST_LOOKUPS`] tries with the leaf that was newest
+/// just before the size read.) Leaves and nodes never change, so the later reads agree with
+/// the size.
 pub(crate) async fn audit<S: KtStore>(
     store: &S,
     subject: Option<KtSubject>,
     last_seen_size: u64,
 ) -> Result<KtProof, StoreError> {
-    let index = match subject {
-        None => None,
-        Some(KtSubject::Username(name)) => Some(
-            store
-                .kt_newest_for_username(&name)
-                .await?
-                .ok_or(StoreError::NotFound)?,
-        ),
-        Some(KtSubject::Identity(identity)) => Some(
-            store
-                .kt_newest_for_identity(&identity)
-                .await?
-                .ok_or(StoreError::NotFound)?,
-        ),
-        Some(KtSubject::Index(i)) => Some(i),
-    };
-    let size = store.kt_size().await?;
+    let mut index = newest(store, subject.as_ref()).await?;
+    let mut size = store.kt_size().await?;
+    if matches!(
+        subject,
+        Some(KtSubject::Username(_) | KtSubject::Identity(_))
+    ) {
+        for _ in 1..NEWEST_LOOKUPS {
+            let again = newest(store, subject.as_ref()).await?;
+            if again == index {
+                break;
+            }
+            index = again;
+            size = store.kt_size().await?;
+        }
+    }
     if last_seen_size > size {
         return Err(StoreError::InvalidArgument(format!(
             "last_seen_tree_size {last_seen_size} is larger than the log ({size} leaves): this server never showed that tree head"
@@ -114,6 +115,23 @@ pub(crate) async fn audit<S: KtStore>(
         inclusion: proofs.inclusion,
         consistency: proofs.consistency,
     })
+}
+
+/// How often [`audit`] looks a subject up to pair its newest leaf with a head.
+const NEWEST_LOOKUPS: usize = 3;
+
+/// The index of the leaf `subject` names. [`StoreError::NotFound`] when it has none.
+async fn newest<S: KtStore>(
+    store: &S,
+    subject: Option<&KtSubject>,
+) -> Result<Option<u64>, StoreError> {
+    let found = match subject {
+        None => return Ok(None),
+        Some(KtSubject::Username(name)) => store.kt_newest_for_username(name).await?,
+        Some(KtSubject::Identity(identity)) => store.kt_newest_for_identity(identity).await?,
+        Some(KtSubject::Index(i)) => Some(*i),
+    };
+    found.ok_or(StoreError::NotFound).map(Some)
 }
 
 /// File name of the log's signing key seed in the data directory.
@@ -196,6 +214,8 @@ mod tests {
     struct MemLog {
         leaves: Mutex<Vec<Leaf>>,
         nodes: Mutex<HashMap<NodeId, Hash>>,
+        /// Bindings of bob that land while the size is read, one per read (a race).
+        racing_bindings: Mutex<u8>,
     }
 
     impl MemLog {
@@ -238,6 +258,12 @@ mod tests {
         }
 
         async fn kt_size(&self) -> Result<u64, StoreError> {
+            let mut racing = self.racing_bindings.lock().unwrap();
+            if *racing > 0 {
+                *racing -= 1;
+                // A new binding of bob lands between the audit's lookup and this read.
+                self.push("bob", 100 + *racing);
+            }
             Ok(self.leaves.lock().unwrap().len() as u64)
         }
 
@@ -326,6 +352,38 @@ mod tests {
             audit(&log, None, 21).await,
             Err(StoreError::InvalidArgument(m)) if m.contains("21")
         ));
+    }
+
+    #[tokio::test]
+    async fn an_audit_pairs_the_newest_leaf_with_a_head_when_bindings_race_it() {
+        let log = MemLog::default();
+        log.push("bob", 1);
+        log.push("alice", 2);
+        // bob is bound again while the audit reads the size: the leaf it proves must be the
+        // newest one in the head it answers with, or the answer hides the newer binding.
+        for racing in 1..=2u8 {
+            *log.racing_bindings.lock().unwrap() = racing;
+            let proof = audit(&log, Some(KtSubject::Username("bob".into())), 0)
+                .await
+                .unwrap();
+            let (index, leaf) = proof.leaf.clone().unwrap();
+            let newest_in_head = log
+                .leaves
+                .lock()
+                .unwrap()
+                .iter()
+                .take(proof.head.size as usize)
+                .rposition(|l| l.username == "bob")
+                .unwrap() as u64;
+            assert_eq!(index, newest_in_head, "{racing} racing bindings");
+            assert!(verify_inclusion(
+                &leaf.hash().unwrap(),
+                index,
+                proof.head.size,
+                &proof.inclusion,
+                &proof.head.root
+            ));
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod channels;
 pub mod devices;
 pub mod federation;
 pub mod keys;
+pub mod kt;
 pub mod moderation;
 pub mod p2p;
 pub mod queues;
@@ -281,6 +282,11 @@ macro_rules! store_conformance_suite {
                 concurrent_fetches_never_share_a_key_package,
                 hybrid_keys_replace_and_answer_in_order,
                 keys_of_an_identity_without_an_account_are_refused,
+            }
+            kt {
+                bindings_are_appended_with_accounts_and_never_removed,
+                a_revocation_is_appended_once_and_bars_the_key,
+                concurrent_registrations_keep_the_log_dense,
             }
             moderation {
                 reports_are_kept_oldest_first_in_pages,
