@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::ServerProcess;
+use common::{ServerProcess, rss_kib};
 use qpq_client::{IdentityKey, QpqClient};
 use qpq_runtime::{AuthLevel, MethodDescriptor, RpcError, StatusCode};
 use qpq_schema::{METHODS, MethodId, proto};
@@ -33,16 +33,6 @@ const IN_FLIGHT: usize = 64;
 const PASSWORD: &[u8] = b"malformed test password";
 /// A long poll a mutated FetchWait may legitimately ask for is cut short by the client here.
 const FETCH_WAIT_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Resident memory of a process, KiB (`VmRSS` in /proc/<pid>/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// A varint of `value`, or an overlong / unterminated one.
 fn varint(rng: &mut StdRng, out: &mut Vec<u8>) {
@@ -287,7 +277,7 @@ struct Other {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_answers_hostile_bodies_with_a_proper_status() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("data/server-cert.der");
+    let cert = ServerProcess::cert_path(dir.path());
     let server = Arc::new(ServerProcess::spawn(
         dir.path(),
         &["--rate-limit", "all=off"],

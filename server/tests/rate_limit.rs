@@ -76,7 +76,10 @@ fn has_ipv6_loopback() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_is_limited_per_account_and_per_address_with_a_retry_hint() {
     if !has_ipv6_loopback() {
-        println!("SKIPPED: no IPv6 loopback here, so no second source address");
+        common::skip(
+            "a_class_is_limited_per_account_and_per_address_with_a_retry_hint",
+            "no IPv6 loopback here (::1), so no second source address",
+        );
         return;
     }
     let server = start(&["resolve.account=4/min", "resolve.address=6/min"]).await;

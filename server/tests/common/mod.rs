@@ -1,9 +1,17 @@
-//! Shared helpers of the server's integration tests: a real server on loopback QUIC over a
-//! temporary data directory, and users that register and log in with real OPAQUE.
+//! The harness of the server's integration tests, the one copy every test file uses: a real
+//! server on loopback QUIC over a temporary data directory (in process, or the real binary),
+//! users that register and log in with real OPAQUE, what the tests read off a server
+//! (memory, `/metrics`, a whole queue), visible skips, and the runner of the test files that
+//! start themselves again as a subprocess ([`harness`]).
 
+// Each test file compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+pub(crate) mod harness;
+
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use qpq_client::{IdentityKey, LoginSession, QpqClient};
@@ -122,11 +130,24 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The binary's path.
+    pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_qpq-server");
+
     /// Starts the binary in `dir` (its working directory) with `args`, and waits for its
     /// "listening on" line.
-    pub(crate) fn spawn(dir: &std::path::Path, args: &[&str]) -> Self {
+    pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Self {
+        Self::spawn_command(std::process::Command::new(Self::BINARY), dir, args)
+    }
+
+    /// As [`Self::spawn`], with `command` running the binary (e.g. `ip netns exec <ns>
+    /// <binary>`).
+    pub(crate) fn spawn_command(
+        mut command: std::process::Command,
+        dir: &Path,
+        args: &[&str],
+    ) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .current_dir(dir)
@@ -148,8 +169,13 @@ impl ServerProcess {
         Self { child, addr }
     }
 
+    /// Where the binary started in `dir` writes its certificate.
+    pub(crate) fn cert_path(dir: &Path) -> PathBuf {
+        dir.join("data/server-cert.der")
+    }
+
     /// A client pinned to the certificate in `cert`.
-    pub(crate) async fn client(&self, cert: &std::path::Path) -> QpqClient {
+    pub(crate) async fn client(&self, cert: &Path) -> QpqClient {
         let cert = qpq_runtime::tls::load_cert(cert).unwrap();
         let connection = qpq_runtime::connect(self.addr, &ClientOptions::pinned(cert))
             .await
@@ -181,5 +207,101 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The real binary in a temporary directory of its own, deleted after it.
+pub(crate) struct TempServerProcess {
+    pub(crate) process: ServerProcess,
+    pub(crate) cert: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl TempServerProcess {
+    /// Starts the binary with `args` in a new temporary directory.
+    pub(crate) fn spawn(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let process = ServerProcess::spawn(dir.path(), args);
+        Self {
+            process,
+            cert: ServerProcess::cert_path(dir.path()),
+            dir,
+        }
+    }
+
+    /// A client pinned to the server's certificate.
+    pub(crate) async fn client(&self) -> QpqClient {
+        self.process.client(&self.cert).await
+    }
+}
+
+/// Ends a test early because this machine lacks something it needs: the line goes to the
+/// standard error stream directly, past the test harness's capture, so a plain `cargo test`
+/// shows it. Every skip of these tests is for something `.ci/run` installs or sets up
+/// (nftables, network namespaces as root, IPv6 loopback), so under `CI=true` it panics
+/// instead: in CI a skip is a failure.
+pub(crate) fn skip(test: &str, reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {reason}; .ci/run provides this, so under CI=true the test fails");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {reason} (under CI=true this fails)"
+    );
+}
+
+/// Resident memory of a process, KiB (`VmRSS` in /proc/<pid>/status).
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TCP port free right now on 127.0.0.1 (for `--metrics-listen`).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The whole HTTP response of `GET path` from the metrics listener at `addr`.
+pub(crate) async fn scrape(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// Every message in the queue of the session `token`, in order, by paging with Peek.
+pub(crate) async fn all_messages(client: &QpqClient, token: &Bytes) -> Vec<proto::QueuedMessage> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client
+            .peek(proto::PeekRequest {
+                session_token: token.clone(),
+                limit: 1000,
+                after_seq: after,
+            })
+            .await
+            .unwrap();
+        if let Some(last) = page.messages.last() {
+            after = last.seq;
+        }
+        let done = !page.more || page.messages.is_empty();
+        out.extend(page.messages);
+        if done {
+            return out;
+        }
     }
 }
