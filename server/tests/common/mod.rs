@@ -40,6 +40,11 @@ impl TestServer {
         }
     }
 
+    /// A server whose configured admin is the user `name` (once registered).
+    pub(crate) async fn with_admin(name: &str) -> Self {
+        Self::start_with(|c| c.admins = vec![name.into()]).await
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
         self.server.as_ref().unwrap().addr
     }
