@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::TestServer;
 use qpq_client::{IdentityKey, LoginSession, QpqClient};
-use qpq_runtime::{ClientOptions, RpcError, Status, StatusCode};
+use qpq_runtime::{RpcError, Status, StatusCode};
 use qpq_schema::proto;
 
 const PASSWORD: &[u8] = b"rate limit password";
@@ -32,12 +32,7 @@ async fn start(limits: &[&str]) -> TestServer {
 /// A client of `server` from `ip` (127.0.0.1 or ::1).
 async fn client_from(server: &TestServer, ip: &str) -> QpqClient {
     let addr = SocketAddr::new(ip.parse().unwrap(), server.addr().port());
-    let cert = server.server.as_ref().unwrap().identity.cert.clone();
-    QpqClient::new(
-        qpq_runtime::connect(addr, &ClientOptions::pinned(cert))
-            .await
-            .unwrap(),
-    )
+    server.client_with(addr, &server.pinned()).await
 }
 
 async fn user(client: &QpqClient, name: &str) -> (IdentityKey, LoginSession) {

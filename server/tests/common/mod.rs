@@ -19,6 +19,9 @@ use qpq_runtime::{ClientOptions, RpcError, StatusCode};
 use qpq_schema::proto;
 use qpq_server::{Config, RunningServer};
 
+/// The password of every [`TestServer::user`].
+pub(crate) const PASSWORD: &[u8] = b"password of test";
+
 pub(crate) struct TestServer {
     pub(crate) server: Option<RunningServer>,
     pub(crate) dir: tempfile::TempDir,
@@ -49,21 +52,62 @@ impl TestServer {
         self.server.as_ref().unwrap().addr
     }
 
+    /// Client options pinned to the server's certificate.
+    pub(crate) fn pinned(&self) -> ClientOptions {
+        ClientOptions::pinned(self.server.as_ref().unwrap().identity.cert.clone())
+    }
+
+    /// A client on its own connection.
     pub(crate) async fn client(&self) -> QpqClient {
-        let cert = self.server.as_ref().unwrap().identity.cert.clone();
-        let connection = qpq_runtime::connect(self.addr(), &ClientOptions::pinned(cert))
+        self.client_with(self.addr(), &self.pinned()).await
+    }
+
+    /// A client connecting to `addr` (the server's port from another local address, say)
+    /// with `options`.
+    pub(crate) async fn client_with(&self, addr: SocketAddr, options: &ClientOptions) -> QpqClient {
+        QpqClient::new(qpq_runtime::connect(addr, options).await.unwrap())
+    }
+
+    /// Shuts the server down and starts it again on the same data directory with the default
+    /// configuration, retrying while the old store is released.
+    pub(crate) async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        for _ in 0..100 {
+            let config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), self.dir.path());
+            if let Ok(server) = qpq_server::start(config).await {
+                self.server = Some(server);
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the server did not restart on {}",
+            self.dir.path().display()
+        );
+    }
+
+    /// `user` logged in again on a new connection (after a restart, say).
+    pub(crate) async fn relogin(&self, user: User) -> User {
+        let client = self.client().await;
+        let session = qpq_client::login(&client, &user.name, PASSWORD, None)
             .await
-            .unwrap();
-        QpqClient::new(connection)
+            .expect("login");
+        User {
+            client,
+            session,
+            ..user
+        }
     }
 
     pub(crate) async fn user(&self, name: &str) -> User {
         let client = self.client().await;
         let identity = IdentityKey::generate();
-        qpq_client::register(&client, name, b"password of test", &identity.public())
+        qpq_client::register(&client, name, PASSWORD, &identity.public())
             .await
             .expect("register");
-        let session = qpq_client::login(&client, name, b"password of test", None)
+        let session = qpq_client::login(&client, name, PASSWORD, None)
             .await
             .expect("login");
         User {
