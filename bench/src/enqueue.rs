@@ -10,7 +10,6 @@ use bytes::Bytes;
 use qpq_client::IdentityKey;
 use qpq_runtime::ClientOptions;
 use qpq_schema::{QpqClient, proto};
-use qpq_server::Config;
 
 use crate::stats::{Sample, fmt_latency, table};
 
@@ -27,12 +26,10 @@ struct Setup {
 
 async fn setup(sync_each_write: bool) -> anyhow::Result<Setup> {
     let dir = tempfile::tempdir()?;
-    let mut config = Config::for_data_dir("127.0.0.1:0".parse()?, dir.path());
+    let mut config = crate::messenger::unlimited(dir.path())?;
     config.sync_each_write = sync_each_write;
     config.queue_max_messages = u64::MAX;
     config.queue_max_bytes = u64::MAX;
-    // Measure the server, not its abuse limits.
-    config.rate_limit = vec!["all=off".parse().map_err(anyhow::Error::msg)?];
     let server = qpq_server::start(config).await?;
     let connection = qpq_runtime::connect(
         server.addr,

@@ -16,7 +16,7 @@ const PASSWORD: &[u8] = b"benchmark password";
 
 /// A server configuration without rate limits: the benchmark measures the server, not its
 /// abuse limits.
-fn unlimited(dir: &std::path::Path) -> anyhow::Result<Config> {
+pub(crate) fn unlimited(dir: &std::path::Path) -> anyhow::Result<Config> {
     let mut config = Config::for_data_dir("127.0.0.1:0".parse()?, dir);
     config.rate_limit = vec!["all=off".parse().map_err(anyhow::Error::msg)?];
     Ok(config)

@@ -15,10 +15,6 @@ use sha2::{Digest, Sha256};
 
 const PASSWORD: &[u8] = b"password of test";
 
-async fn admin_server() -> TestServer {
-    TestServer::start_with(|c| c.admins = vec!["root".into()]).await
-}
-
 async fn list_users(
     by: &User,
     after: &str,
@@ -73,7 +69,7 @@ async fn upload(user: &User, data: &[u8]) -> Bytes {
 #[tokio::test]
 async fn users_are_listed_in_pages_by_username_with_bans_queues_and_devices() {
     let started = now_ms();
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     // Registered out of order: the listing is by name, not by age.
     let dave = server.user("dave").await;
     let root = server.user("root").await;
@@ -178,7 +174,7 @@ async fn users_are_listed_in_pages_by_username_with_bans_queues_and_devices() {
 
 #[tokio::test]
 async fn only_server_admins_list_users_and_read_storage_stats() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let alice = server.user("alice").await;
     let root = server.user("root").await;
     let refused = list_users(&alice, "", 0).await;
@@ -208,7 +204,7 @@ async fn only_server_admins_list_users_and_read_storage_stats() {
 
 #[tokio::test]
 async fn storage_stats_follow_accounts_messages_blobs_and_channels() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let root = server.user("root").await;
     let first = stats(&root).await;
     assert_eq!(first.accounts, 1);

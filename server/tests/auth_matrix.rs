@@ -33,7 +33,7 @@ use bytes::Bytes;
 use common::{TestServer, User};
 use prost::Message;
 use qpq_runtime::tls::TlsIdentity;
-use qpq_runtime::{AuthLevel, ClientOptions, MethodDescriptor, RpcError, StatusCode};
+use qpq_runtime::{AuthLevel, MethodDescriptor, RpcError, StatusCode};
 use qpq_schema::{METHODS, QpqClient, proto};
 use rand::RngCore;
 use seeds::SeedCtx;
@@ -480,14 +480,6 @@ fn code(result: &Result<Bytes, RpcError>) -> Option<StatusCode> {
     }
 }
 
-async fn connect_with(server: &TestServer, options: ClientOptions) -> QpqClient {
-    QpqClient::new(qpq_runtime::connect(server.addr(), &options).await.unwrap())
-}
-
-fn pinned(server: &TestServer) -> ClientOptions {
-    ClientOptions::pinned(server.server.as_ref().unwrap().identity.cert.clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_refuses_every_caller_without_the_right() {
     let server = TestServer::start_with(|c| c.admins = vec!["admin".into()]).await;
@@ -665,9 +657,11 @@ async fn every_method_refuses_every_caller_without_the_right() {
         .expect("a fresh login on the short-TTL server works");
 
     // Connections for the federation columns.
-    let no_cert = connect_with(&server, pinned(&server)).await;
+    let no_cert = server.client_with(server.addr(), &server.pinned()).await;
     let stranger = TlsIdentity::generate(&["mallory.example"]).unwrap();
-    let unpinned = connect_with(&server, pinned(&server).with_identity(stranger)).await;
+    let unpinned = server
+        .client_with(server.addr(), &server.pinned().with_identity(stranger))
+        .await;
 
     let before = victim_state(&victim, &admin).await;
 

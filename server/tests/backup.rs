@@ -17,7 +17,7 @@ use qpq_schema::proto;
 const PASSWORD: &[u8] = b"backup test password";
 
 fn run_server_command(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+    let output = Command::new(ServerProcess::BINARY)
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
@@ -35,7 +35,7 @@ fn run_server_command(dir: &std::path::Path, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_under_load_restores_every_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("data/server-cert.der");
+    let cert = ServerProcess::cert_path(dir.path());
     // The senders below enqueue without pause, past the default per-account enqueue limit.
     let server = ServerProcess::spawn(dir.path(), &["--rate-limit", "all=off"]);
     let client = server.client(&cert).await;
@@ -158,7 +158,7 @@ async fn backup_under_load_restores_every_acknowledged_message() {
     }
 
     // Restoring over an existing database is refused.
-    let refused = Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+    let refused = Command::new(ServerProcess::BINARY)
         .args([
             "--data-dir",
             "data",

@@ -378,26 +378,8 @@ async fn an_upload_resumes_after_a_server_restart_and_the_blob_survives() {
     let first = start(&alice, &data, MIB + 50, sha256(&data)).await.unwrap();
     let id = first.upload_id.clone();
     // Every acknowledged chunk is durable: stop the server mid-upload.
-    server.server.take().unwrap().shutdown().await;
-    let config =
-        qpq_server::Config::for_data_dir("127.0.0.1:0".parse().unwrap(), server.dir.path());
-    let restarted = qpq_server::start(config).await.expect("restart");
-    let connection = qpq_runtime::connect(
-        restarted.addr,
-        &qpq_runtime::ClientOptions::pinned(restarted.identity.cert.clone()),
-    )
-    .await
-    .unwrap();
-    let client = qpq_client::QpqClient::new(connection);
-    let session = qpq_client::login(&client, "alice", b"password of test", None)
-        .await
-        .unwrap();
-    let alice = User {
-        name: alice.name,
-        client,
-        identity: alice.identity,
-        session,
-    };
+    server.restart().await;
+    let alice = server.relogin(alice).await;
     // The client asks where to resume and sends the rest.
     let probe = chunk(&alice, &id, &data, 0, 0).await.unwrap();
     assert_eq!(probe.bytes_received, (MIB + 50) as u64);
@@ -416,5 +398,5 @@ async fn an_upload_resumes_after_a_server_restart_and_the_blob_survives() {
         back.extend_from_slice(&part.data);
     }
     assert!(back == data);
-    restarted.shutdown().await;
+    server.server.take().unwrap().shutdown().await;
 }

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::ServerProcess;
+use common::{ServerProcess, all_messages};
 use qpq_client::IdentityKey;
-use qpq_schema::{QpqClient, proto};
+use qpq_schema::proto;
 use rand::Rng;
 
 const PASSWORD: &[u8] = b"crash test password";
@@ -45,29 +45,6 @@ fn cycles() -> usize {
     }
 }
 
-async fn all_messages(client: &QpqClient, token: &Bytes) -> Vec<proto::QueuedMessage> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = client
-            .peek(proto::PeekRequest {
-                session_token: token.clone(),
-                limit: 1000,
-                after_seq: after,
-            })
-            .await
-            .unwrap();
-        if let Some(last) = page.messages.last() {
-            after = last.seq;
-        }
-        let done = !page.more || page.messages.is_empty();
-        out.extend(page.messages);
-        if done {
-            return out;
-        }
-    }
-}
-
 fn spawn(dir: &std::path::Path) -> ServerProcess {
     // The load is unpaced on purpose: well past the default per-account enqueue limit.
     ServerProcess::spawn(dir, &["--rate-limit", "all=off"])
@@ -76,7 +53,7 @@ fn spawn(dir: &std::path::Path) -> ServerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_enqueues_and_acks_survive_repeated_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("data/server-cert.der");
+    let cert = ServerProcess::cert_path(dir.path());
     let bob_key = {
         // Registered once; this first process is killed when dropped.
         let server = spawn(dir.path());

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::ServerProcess;
+use common::{ServerProcess, all_messages};
 use qpq_client::IdentityKey;
 use qpq_schema::{QpqClient, proto};
 
@@ -22,34 +22,10 @@ async fn register(client: &QpqClient, name: &str) -> IdentityKey {
     identity
 }
 
-/// Every message in bob's queue, in order, by paging with Peek.
-async fn all_messages(client: &QpqClient, token: &Bytes) -> Vec<proto::QueuedMessage> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = client
-            .peek(proto::PeekRequest {
-                session_token: token.clone(),
-                limit: 1000,
-                after_seq: after,
-            })
-            .await
-            .unwrap();
-        if let Some(last) = page.messages.last() {
-            after = last.seq;
-        }
-        let done = !page.more || page.messages.is_empty();
-        out.extend(page.messages);
-        if done {
-            return out;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_enqueue_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("data/server-cert.der");
+    let cert = ServerProcess::cert_path(dir.path());
     let mut server = ServerProcess::spawn(dir.path(), &[]);
     let client = server.client(&cert).await;
     register(&client, "alice").await;

@@ -12,8 +12,8 @@
 //!   the server answers with stateless retries, which the attacker never completes, so it
 //!   holds no state for them.
 //!
-//! The attacker is a separate process (this test binary again, selecting
-//! [`attacker_process`]) under the SCHED_IDLE policy (`chrt --idle 0`): it stands for a
+//! The attacker is a separate process (this test binary again, in its `attacker` role:
+//! `harness = false`, see `common/harness.rs`) under the SCHED_IDLE policy (`chrt --idle 0`): it stands for a
 //! machine elsewhere, so what the normal client feels is the server's cost of the attack
 //! rather than the attacker's own CPU use on this 2-core machine. Its achieved rate is
 //! printed.
@@ -24,7 +24,8 @@
 //! Checked: the normal client's p99 over the flood windows stays within 3x its p99 over the
 //! quiet windows (one retry of the whole measurement is allowed before failing); the
 //! server's resident memory stays bounded; the attacker is disconnected (streams) or retried
-//! without state (handshakes), read from the server's `/metrics` counters.
+//! without state (handshakes), read from the server's `/metrics` counters. The two floods
+//! share the machine's cores, so they run one at a time, as the harness runs every test.
 
 mod common;
 
@@ -34,15 +35,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ServerProcess;
+use common::{TempServerProcess, free_port, harness, rss_kib, scrape};
 use qpq_runtime::tls::ServerTrust;
 use qpq_runtime::{ClientOptions, tls};
 use qpq_schema::{QpqClient, proto};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn main() -> std::process::ExitCode {
+    harness::main(
+        &[
+            (
+                "a_stream_flood_is_cut_off_and_normal_calls_keep_their_latency",
+                || {
+                    harness::block_on(
+                        a_stream_flood_is_cut_off_and_normal_calls_keep_their_latency(),
+                    )
+                },
+            ),
+            (
+                "a_handshake_flood_meets_stateless_retry_and_normal_calls_keep_their_latency",
+                || {
+                    harness::block_on(
+                        a_handshake_flood_meets_stateless_retry_and_normal_calls_keep_their_latency(
+                        ),
+                    )
+                },
+            ),
+        ],
+        &[("attacker", attacker)],
+    )
+}
 
 const PACE: Duration = Duration::from_millis(2);
-/// The two floods share the machine's cores: one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Handshakes the attacker starts per second (`QPQ_FLOOD_HANDSHAKES_PER_SEC` to change).
 const HANDSHAKES_PER_SEC: u64 = 2_000;
 
@@ -67,32 +90,9 @@ fn windows() -> usize {
 /// Calls measured per window (after 100 ms for the attacker to start or stop).
 const WINDOW: Duration = Duration::from_millis(900);
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A TCP port free right now (for `--metrics-listen`).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A counter of the server's `/metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
+    let text = scrape(addr, "/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
@@ -139,22 +139,17 @@ fn sample_rss(pid: u32, running: Arc<AtomicBool>) -> std::thread::JoinHandle<u64
     })
 }
 
+/// The real binary with `/metrics` on its own port.
 struct Server {
-    process: ServerProcess,
+    binary: TempServerProcess,
     metrics: SocketAddr,
-    cert: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let process = ServerProcess::spawn(dir.path(), &["--metrics-listen", &metrics.to_string()]);
     Server {
-        process,
+        binary: TempServerProcess::spawn(&["--metrics-listen", &metrics.to_string()]),
         metrics,
-        cert: dir.path().join("data/server-cert.der"),
-        _dir: dir,
     }
 }
 
@@ -180,7 +175,7 @@ impl Outcome {
 /// both alike; returns what was measured and the attacker's report line.
 async fn under_attack(server: &Server, client: &QpqClient, kind: &str) -> (Outcome, String) {
     use std::io::Write as _;
-    let pid = server.process.child.id();
+    let pid = server.binary.process.child.id();
     // SCHED_IDLE: the attacker only gets CPU time nothing else wants (`nice` is the fallback
     // where `chrt` is missing).
     let (program, args) = if std::process::Command::new("chrt")
@@ -195,10 +190,10 @@ async fn under_attack(server: &Server, client: &QpqClient, kind: &str) -> (Outco
     let mut attacker = std::process::Command::new(program)
         .args(args)
         .arg(std::env::current_exe().unwrap())
-        .args(["attacker_process", "--exact", "--nocapture"])
+        .args(harness::role_args("attacker"))
         .env("QPQ_FLOOD_ATTACK", kind)
-        .env("QPQ_FLOOD_SERVER", server.process.addr.to_string())
-        .env("QPQ_FLOOD_CERT", &server.cert)
+        .env("QPQ_FLOOD_SERVER", server.binary.process.addr.to_string())
+        .env("QPQ_FLOOD_CERT", &server.binary.cert)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -326,11 +321,9 @@ async fn stream_flood(addr: SocketAddr, options: ClientOptions, switch: Arc<Swit
     println!("attacker: streams={streams} disconnects={disconnects} refused={refused}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_flood_is_cut_off_and_normal_calls_keep_their_latency() {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let server = start_server();
-    let client = server.process.client(&server.cert).await;
+    let client = server.binary.client().await;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -454,11 +447,9 @@ async fn handshake_flood(server: SocketAddr, switch: Arc<Switch>) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_flood_meets_stateless_retry_and_normal_calls_keep_their_latency() {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let server = start_server();
-    let client = server.process.client(&server.cert).await;
+    let client = server.binary.client().await;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -498,13 +489,11 @@ async fn a_handshake_flood_meets_stateless_retry_and_normal_calls_keep_their_lat
     client.health(proto::HealthRequest {}).await.unwrap();
 }
 
-/// The attacker of the floods above, run by them as a separate process at `nice 19`; on its
-/// own (no `QPQ_FLOOD_ATTACK`) it has nothing to do.
-#[test]
-fn attacker_process() {
-    let Ok(kind) = std::env::var("QPQ_FLOOD_ATTACK") else {
-        return;
-    };
+/// The attacker of the floods above (the `attacker` role), run by them as a separate process
+/// under SCHED_IDLE; `QPQ_FLOOD_ATTACK` names the flood, `QPQ_FLOOD_SERVER` and
+/// `QPQ_FLOOD_CERT` the server, and its standard input switches it on and off.
+fn attacker() {
+    let kind = std::env::var("QPQ_FLOOD_ATTACK").expect("QPQ_FLOOD_ATTACK names the flood");
     let server: SocketAddr = std::env::var("QPQ_FLOOD_SERVER").unwrap().parse().unwrap();
     let cert = std::path::PathBuf::from(std::env::var("QPQ_FLOOD_CERT").unwrap());
     let switch = Arc::new(Switch {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::ServerProcess;
+use common::{ServerProcess, rss_kib};
 use qpq_client::{IdentityKey, QpqClient};
 use qpq_runtime::{AuthLevel, MethodDescriptor, RpcError, StatusCode};
 use qpq_schema::{METHODS, MethodId, proto};
@@ -33,16 +33,6 @@ const IN_FLIGHT: usize = 64;
 const PASSWORD: &[u8] = b"malformed test password";
 /// A long poll a mutated FetchWait may legitimately ask for is cut short by the client here.
 const FETCH_WAIT_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Resident memory of a process, KiB (`VmRSS` in /proc/<pid>/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// A varint of `value`, or an overlong / unterminated one.
 fn varint(rng: &mut StdRng, out: &mut Vec<u8>) {
@@ -287,7 +277,7 @@ struct Other {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_answers_hostile_bodies_with_a_proper_status() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("data/server-cert.der");
+    let cert = ServerProcess::cert_path(dir.path());
     let server = Arc::new(ServerProcess::spawn(
         dir.path(),
         &["--rate-limit", "all=off"],
@@ -514,15 +504,7 @@ fn auth_name(auth: AuthLevel) -> &'static str {
 fn mutations_are_mostly_undecodable_and_sometimes_not() {
     // The mutator must produce both kinds, or the test above proves less than it says.
     let mut rng = StdRng::seed_from_u64(7);
-    let cx = SeedCtx {
-        token: Bytes::from(vec![1; 32]),
-        username: "u".into(),
-        me: [2; 32],
-        other: [3; 32],
-        other_name: "o".into(),
-        channel: Bytes::from(vec![4; 16]),
-        device: Bytes::from(vec![5; 16]),
-    };
+    let cx = SeedCtx::placeholder();
     let method = METHODS.iter().find(|m| m.name == "Enqueue").unwrap();
     let id = MethodId::try_from(method.id).unwrap();
     let seed = seeds::seed(method, &cx);
@@ -533,4 +515,17 @@ fn mutations_are_mostly_undecodable_and_sometimes_not() {
         (100..900).contains(&decodable),
         "{decodable} of 1000 decodable"
     );
+}
+
+/// A new method must come with a seed of its own: a generic body would mostly stop at the
+/// decoder, and `every_method_answers_hostile_bodies_with_a_proper_status` would count a
+/// handler it never reached.
+#[test]
+fn every_method_has_a_malformed_input_seed() {
+    let cx = SeedCtx::placeholder();
+    let missing: Vec<String> = seeds::unseeded(&METHODS, &cx)
+        .into_iter()
+        .map(seeds::missing)
+        .collect();
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }

@@ -16,10 +16,6 @@ fn name(user: &str) -> Option<proto::UserRef> {
     })
 }
 
-async fn admin_server() -> TestServer {
-    TestServer::start_with(|c| c.admins = vec!["root".into()]).await
-}
-
 async fn create(owner: &User, members: &[&User]) -> Bytes {
     owner
         .client
@@ -106,7 +102,7 @@ fn is_forbidden_login(result: &Result<qpq_client::LoginSession, qpq_client::Clie
 
 #[tokio::test]
 async fn listings_are_for_server_admins_only() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let alice = server.user("alice").await;
     let root = server.user("root").await;
     let reports = |user: &User| {
@@ -135,7 +131,7 @@ async fn listings_are_for_server_admins_only() {
 
 #[tokio::test]
 async fn members_report_and_admins_page_through_reports_oldest_first() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let root = server.user("root").await;
     let alice = server.user("alice").await;
     let mallory = server.user("mallory").await;
@@ -206,7 +202,7 @@ async fn members_report_and_admins_page_through_reports_oldest_first() {
 
 #[tokio::test]
 async fn a_server_wide_ban_ends_sessions_and_login_fails_until_lifted() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let root = server.user("root").await;
     let alice = server.user("alice").await;
     let mallory = server.user("mallory").await;
@@ -268,7 +264,7 @@ async fn a_server_wide_ban_ends_sessions_and_login_fails_until_lifted() {
 
 #[tokio::test]
 async fn a_timed_ban_ends_by_itself() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let root = server.user("root").await;
     server.user("mallory").await;
     let banned = ban(&root, "mallory", Bytes::new(), 1).await.unwrap();
@@ -281,7 +277,7 @@ async fn a_timed_ban_ends_by_itself() {
 
 #[tokio::test]
 async fn a_channel_ban_removes_the_member_and_keeps_them_out() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let root = server.user("root").await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
@@ -366,7 +362,7 @@ async fn a_channel_ban_removes_the_member_and_keeps_them_out() {
 
 #[tokio::test]
 async fn listing_bans_pages_across_scopes() {
-    let server = admin_server().await;
+    let server = TestServer::with_admin("root").await;
     let root = server.user("root").await;
     let alice = server.user("alice").await;
     let mut users = Vec::new();

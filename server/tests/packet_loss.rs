@@ -4,23 +4,25 @@
 //! `tc netem` is not available on this kernel, so the loss is an nftables rule on the input
 //! hook of the loopback interface of a network namespace the test creates (and deletes):
 //! `numgen random mod 100 < 5 drop`. Both the real `qpq-server` binary and the client run
-//! inside it: the client is this same test binary, started with `ip netns exec` and a
-//! filter that selects [`client_inside_the_lossy_namespace`], which does its work only when
-//! `QPQ_LOSS_SERVER` tells it where the server is.
+//! inside it: the client is this same test binary, started with `ip netns exec` in its
+//! `lossy-client` role (`harness = false`, see `common/harness.rs`).
 //!
 //! The client registers two users, sends 10,000 Enqueues (32 in flight; each payload
 //! unique), then reads the whole queue back: every acknowledged message must be there once,
-//! under the sequence number its Enqueue returned. Skipped, with a message saying why,
-//! where the test is not root or `ip netns` or `nft` is missing.
+//! under the sequence number its Enqueue returned. Where the test is not root or `ip netns`
+//! or `nft` is missing it is skipped with a line on stderr saying why, and fails under
+//! `CI=true` (`.ci/run` runs as root and installs both).
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use common::{ServerProcess, harness, skip};
 use qpq_client::IdentityKey;
 use qpq_runtime::{ClientOptions, RpcError};
 use qpq_schema::{QpqClient, proto};
@@ -29,6 +31,17 @@ const RPCS: usize = 10_000;
 const IN_FLIGHT: usize = 32;
 const DROP_PERCENT: u32 = 5;
 const PASSWORD: &[u8] = b"lossy password";
+const TEST: &str = "ten_thousand_rpcs_complete_through_five_percent_packet_loss";
+
+fn main() -> std::process::ExitCode {
+    harness::main(
+        &[(
+            TEST,
+            ten_thousand_rpcs_complete_through_five_percent_packet_loss,
+        )],
+        &[("lossy-client", lossy_client_role)],
+    )
+}
 
 /// The network namespace, deleted on drop.
 struct Namespace(String);
@@ -92,16 +105,15 @@ fn counters(ns: &Namespace) -> (u64, u64) {
     (packets.next().unwrap_or(0), packets.next().unwrap_or(0))
 }
 
-#[test]
 fn ten_thousand_rpcs_complete_through_five_percent_packet_loss() {
     if let Some(why) = unsupported() {
-        println!("SKIPPED packet loss test: {why}");
+        skip(TEST, &why);
         return;
     }
     let ns = Namespace(format!("qpq-loss-{}", std::process::id()));
     if let Err(error) = run(Command::new("ip").args(["netns", "add", &ns.0])) {
-        println!("SKIPPED packet loss test: cannot create a network namespace: {error}");
         std::mem::forget(ns);
+        skip(TEST, &format!("cannot create a network namespace: {error}"));
         return;
     }
     run(ns.exec("ip").args(["link", "set", "lo", "up"])).unwrap();
@@ -125,40 +137,19 @@ fn ten_thousand_rpcs_complete_through_five_percent_packet_loss() {
 
     // The server, inside the namespace.
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ns
-        .exec(env!("CARGO_BIN_EXE_qpq-server"))
-        .args(["--listen", "127.0.0.1:0", "--rate-limit", "all=off"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
-    let addr = line
-        .strip_prefix("qpq-server listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_owned();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let server = ServerProcess::spawn_command(
+        ns.exec(ServerProcess::BINARY),
+        dir.path(),
+        &["--rate-limit", "all=off"],
+    );
 
     // The client: this test binary again, inside the namespace.
     let started = Instant::now();
     let output = ns
         .exec(std::env::current_exe().unwrap().to_str().unwrap())
-        .args([
-            "client_inside_the_lossy_namespace",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("QPQ_LOSS_SERVER", &addr)
-        .env("QPQ_LOSS_CERT", dir.path().join("data/server-cert.der"))
+        .args(harness::role_args("lossy-client"))
+        .env("QPQ_LOSS_SERVER", server.addr.to_string())
+        .env("QPQ_LOSS_CERT", ServerProcess::cert_path(dir.path()))
         .output()
         .unwrap();
     let (udp, dropped) = counters(&ns);
@@ -189,15 +180,15 @@ fn ten_thousand_rpcs_complete_through_five_percent_packet_loss() {
     );
 }
 
-/// The client half of the test above. Started by it inside the namespace; on its own (no
-/// `QPQ_LOSS_SERVER`) it has nothing to do.
-#[test]
-fn client_inside_the_lossy_namespace() {
-    let Ok(addr) = std::env::var("QPQ_LOSS_SERVER") else {
-        return;
-    };
-    let addr: SocketAddr = addr.parse().unwrap();
-    let cert = std::env::var("QPQ_LOSS_CERT").unwrap();
+/// The client half of the test above (the `lossy-client` role), started by it inside the
+/// namespace with the server's address in `QPQ_LOSS_SERVER` and its certificate in
+/// `QPQ_LOSS_CERT`.
+fn lossy_client_role() {
+    let addr: SocketAddr = std::env::var("QPQ_LOSS_SERVER")
+        .expect("QPQ_LOSS_SERVER names the server")
+        .parse()
+        .unwrap();
+    let cert = std::env::var("QPQ_LOSS_CERT").expect("QPQ_LOSS_CERT names its certificate");
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

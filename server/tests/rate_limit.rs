@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::TestServer;
 use qpq_client::{IdentityKey, LoginSession, QpqClient};
-use qpq_runtime::{ClientOptions, RpcError, Status, StatusCode};
+use qpq_runtime::{RpcError, Status, StatusCode};
 use qpq_schema::proto;
 
 const PASSWORD: &[u8] = b"rate limit password";
@@ -32,12 +32,7 @@ async fn start(limits: &[&str]) -> TestServer {
 /// A client of `server` from `ip` (127.0.0.1 or ::1).
 async fn client_from(server: &TestServer, ip: &str) -> QpqClient {
     let addr = SocketAddr::new(ip.parse().unwrap(), server.addr().port());
-    let cert = server.server.as_ref().unwrap().identity.cert.clone();
-    QpqClient::new(
-        qpq_runtime::connect(addr, &ClientOptions::pinned(cert))
-            .await
-            .unwrap(),
-    )
+    server.client_with(addr, &server.pinned()).await
 }
 
 async fn user(client: &QpqClient, name: &str) -> (IdentityKey, LoginSession) {
@@ -76,7 +71,10 @@ fn has_ipv6_loopback() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_is_limited_per_account_and_per_address_with_a_retry_hint() {
     if !has_ipv6_loopback() {
-        println!("SKIPPED: no IPv6 loopback here, so no second source address");
+        common::skip(
+            "a_class_is_limited_per_account_and_per_address_with_a_retry_hint",
+            "no IPv6 loopback here (::1), so no second source address",
+        );
         return;
     }
     let server = start(&["resolve.account=4/min", "resolve.address=6/min"]).await;

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use common::{TestServer, User};
 use qpq_client::IdentityKey;
-use qpq_runtime::{ClientOptions, RpcError, StatusCode};
-use qpq_schema::{QpqClient, proto};
-use qpq_server::Config;
+use qpq_runtime::{RpcError, StatusCode};
+use qpq_schema::proto;
 
 /// One write of each kind a user makes, named; each must answer Unavailable now.
 async fn writes(alice: &User, bob: &User, round: u32) -> Vec<(&'static str, Result<(), RpcError>)> {
@@ -122,22 +119,12 @@ async fn a_write_that_cannot_be_made_durable_answers_unavailable_never_ok() {
     println!("after the injected sync failure: {answered} writes of 6 kinds, all Unavailable");
 
     // Restart on the same data directory: the acknowledged message is there.
-    let dir = server.dir.path().to_owned();
-    server.server.take().unwrap().shutdown().await;
-    let restarted = restart(&dir).await;
-    let connection = qpq_runtime::connect(
-        restarted.addr,
-        &ClientOptions::pinned(restarted.identity.cert.clone()),
-    )
-    .await
-    .unwrap();
-    let client = QpqClient::new(connection);
-    let session = qpq_client::login(&client, "bob", b"password of test", None)
-        .await
-        .unwrap();
-    let queued = client
+    server.restart().await;
+    let bob = server.relogin(bob).await;
+    let queued = bob
+        .client
         .peek(proto::PeekRequest {
-            session_token: session.token,
+            session_token: bob.token(),
             limit: 100,
             after_seq: 0,
         })
@@ -153,17 +140,5 @@ async fn a_write_that_cannot_be_made_durable_answers_unavailable_never_ok() {
         queued.len(),
         queued.len() - 1
     );
-    restarted.shutdown().await;
-}
-
-/// Starts a server on `dir` again, retrying while the previous one's store is released.
-async fn restart(dir: &std::path::Path) -> qpq_server::RunningServer {
-    for _ in 0..100 {
-        let config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), dir);
-        if let Ok(server) = qpq_server::start(config).await {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not restart on {}", dir.display());
+    server.server.take().unwrap().shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! A valid request body for every method of `qpq_schema::METHODS`, built for one caller:
 //! the seeds the malformed-input test mutates and the requests the authorization matrix
-//! sends. A method without a specific seed here gets the generic one (its session token
-//! alone, or an empty body), so a new method is still covered.
+//! sends. Every method needs its own seed here: a method without one fails
+//! `every_method_has_a_malformed_input_seed` (`malformed.rs`) and panics in [`seed`], naming
+//! the method and this file, rather than being fuzzed from a body its handler rejects at once.
 
 #![allow(dead_code)]
 
@@ -27,6 +28,21 @@ pub(crate) struct SeedCtx {
     pub(crate) device: Bytes,
 }
 
+impl SeedCtx {
+    /// Made-up values, for seeds that are only decoded, never sent.
+    pub(crate) fn placeholder() -> Self {
+        Self {
+            token: Bytes::from(vec![1; 32]),
+            username: "u".into(),
+            me: [2; 32],
+            other: [3; 32],
+            other_name: "o".into(),
+            channel: Bytes::from(vec![4; 16]),
+            device: Bytes::from(vec![5; 16]),
+        }
+    }
+}
+
 fn user_ref(key: &[u8; 32]) -> Option<proto::UserRef> {
     Some(proto::UserRef {
         target: Some(proto::user_ref::Target::IdentityKey(
@@ -39,10 +55,35 @@ fn key(key: &[u8; 32]) -> Bytes {
     Bytes::copy_from_slice(key)
 }
 
-/// The encoded request of `method` for the caller in `cx`.
+/// The encoded request of `method` for the caller in `cx`; panics for a method without a seed.
 pub(crate) fn seed(method: &MethodDescriptor, cx: &SeedCtx) -> Vec<u8> {
+    explicit(method, cx).unwrap_or_else(|| panic!("{}", missing(method)))
+}
+
+/// What a failing test says of a method without a seed.
+pub(crate) fn missing(method: &MethodDescriptor) -> String {
+    format!(
+        "method {} has no malformed-input seed: add a valid request for it (its message in \
+         schema/proto/) to `explicit` in server/tests/seeds/mod.rs",
+        method.name
+    )
+}
+
+/// The methods of `methods` without a seed.
+pub(crate) fn unseeded<'a>(
+    methods: &'a [MethodDescriptor],
+    cx: &SeedCtx,
+) -> Vec<&'a MethodDescriptor> {
+    methods
+        .iter()
+        .filter(|m| explicit(m, cx).is_none())
+        .collect()
+}
+
+/// The seed written for `method`, if there is one.
+fn explicit(method: &MethodDescriptor, cx: &SeedCtx) -> Option<Vec<u8>> {
     let t = cx.token.clone();
-    match method.name {
+    Some(match method.name {
         "OpaqueRegisterStart" => {
             let start = ClientRegistration::<QpqSuite>::start(&mut OsRng, b"seed password")
                 .expect("OPAQUE registration start");
@@ -365,17 +406,23 @@ pub(crate) fn seed(method: &MethodDescriptor, cx: &SeedCtx) -> Vec<u8> {
         }
         .encode_to_vec(),
         "StorageStats" => proto::StorageStatsRequest { session_token: t }.encode_to_vec(),
-        _ => generic(method, cx),
-    }
-}
-
-/// The generic seed: the session token alone for `session` and `admin` methods (field 1,
-/// as every such request starts), an empty body otherwise.
-pub(crate) fn generic(method: &MethodDescriptor, cx: &SeedCtx) -> Vec<u8> {
-    match method.auth {
-        AuthLevel::Session | AuthLevel::Admin => token_field(&cx.token),
-        _ => Vec::new(),
-    }
+        "PeerFetchKeyPackage" => proto::PeerFetchKeyPackageRequest {
+            target: cx.other_name.clone(),
+            requester: "mallory@b.example".into(),
+        }
+        .encode_to_vec(),
+        "PeerFetchHybridKey" => proto::PeerFetchHybridKeyRequest {
+            target: cx.other_name.clone(),
+            requester: "mallory@b.example".into(),
+        }
+        .encode_to_vec(),
+        "PeerResolveUser" => proto::PeerResolveUserRequest {
+            target: cx.other_name.clone(),
+            requester: "mallory@b.example".into(),
+        }
+        .encode_to_vec(),
+        _ => return None,
+    })
 }
 
 /// Field 1 (`bytes session_token`) holding `token`.
