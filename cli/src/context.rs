@@ -147,7 +147,7 @@ pub(crate) async fn login_session(
     client: &QpqClient,
     username: &str,
     device: Option<Vec<u8>>,
-) -> anyhow::Result<qpq_client::LoginSession> {
+) -> anyhow::Result<qpq_client::Login> {
     let device = match device {
         Some(device) => Some(device),
         None => match ctx.profile.device()? {

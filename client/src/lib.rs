@@ -131,7 +131,8 @@ pub async fn register(
     Ok(())
 }
 
-/// A logged-in session.
+/// A completed login: the session it created (its bearer token and expiry) and the
+/// password's export key.
 ///
 /// ```no_run
 /// # async fn run(client: qpq_client::QpqClient) -> Result<(), qpq_client::ClientError> {
@@ -141,7 +142,7 @@ pub async fn register(
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct LoginSession {
+pub struct Login {
     /// The bearer token for `session_token` fields.
     pub token: Bytes,
     /// When the token expires (Unix ms).
@@ -151,9 +152,9 @@ pub struct LoginSession {
     pub export_key: Vec<u8>,
 }
 
-impl std::fmt::Debug for LoginSession {
+impl std::fmt::Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginSession")
+        f.debug_struct("Login")
             .field("expires_at_unix_ms", &self.expires_at_unix_ms)
             .finish_non_exhaustive()
     }
@@ -175,7 +176,7 @@ pub async fn login(
     username: &str,
     password: &[u8],
     device_id: Option<&[u8]>,
-) -> Result<LoginSession, ClientError> {
+) -> Result<Login, ClientError> {
     let (login, request) = auth::login_start(password)?;
     let start = client
         .opaque_login_start(proto::OpaqueLoginStartRequest {
@@ -193,7 +194,7 @@ pub async fn login(
             device_id: device_id.map(Bytes::copy_from_slice).unwrap_or_default(),
         })
         .await?;
-    Ok(LoginSession {
+    Ok(Login {
         token: done.session_token,
         expires_at_unix_ms: done.expires_at_unix_ms,
         export_key: finish.export_key,

@@ -3,7 +3,7 @@
 //! The server stores one opaque bundle per account (StoreRecoveryBundle) and hands it back
 //! only to a session with a fresh login (FetchRecoveryBundle). What makes it safe to keep
 //! there is that it is encrypted here, with a key only the password can recreate: the OPAQUE
-//! `export_key` of a login ([`LoginSession::export_key`](crate::LoginSession)), which the
+//! `export_key` of a login ([`Login::export_key`](crate::Login)), which the
 //! server never learns. The bundle format is
 //! `"qpq-recovery-v1" ‖ nonce (12) ‖ ChaCha20-Poly1305 ciphertext`, with the key
 //! `HKDF-SHA256(ikm = export_key, info = "qpq-recovery-bundle-v1")` and the prefix as

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{TestServer, User, code};
-use qpq_client::{IdentityKey, LoginSession, QpqClient};
+use qpq_client::{IdentityKey, Login, QpqClient};
 use qpq_runtime::StatusCode;
 use qpq_schema::proto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 const PASSWORD: &[u8] = b"password of test";
 
 /// A connection logged in as `name` with `device` as its device id.
-async fn login(server: &TestServer, name: &str, device: [u8; 16]) -> (QpqClient, LoginSession) {
+async fn login(server: &TestServer, name: &str, device: [u8; 16]) -> (QpqClient, Login) {
     let client = server.client().await;
     let session = qpq_client::login(&client, name, PASSWORD, Some(&device))
         .await
@@ -28,7 +28,7 @@ async fn login(server: &TestServer, name: &str, device: [u8; 16]) -> (QpqClient,
 
 async fn register(
     client: &QpqClient,
-    session: &LoginSession,
+    session: &Login,
     device: [u8; 16],
     name: &str,
 ) -> Result<proto::RegisterDeviceResponse, qpq_runtime::RpcError> {

@@ -250,7 +250,7 @@ async fn caller(
 
 /// Logs in, waiting out the failed-login limiter: logins in progress count against the
 /// address until they succeed, and this test starts dozens at once from one address.
-async fn login(client: &QpqClient, name: &str) -> qpq_client::LoginSession {
+async fn login(client: &QpqClient, name: &str) -> qpq_client::Login {
     loop {
         match qpq_client::login(client, name, PASSWORD, None).await {
             Ok(session) => return session,

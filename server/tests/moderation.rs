@@ -91,12 +91,12 @@ async fn list_banned(by: &User, channel: Bytes) -> Result<Vec<proto::Ban>, RpcEr
 async fn login(
     server: &TestServer,
     user: &str,
-) -> Result<qpq_client::LoginSession, qpq_client::ClientError> {
+) -> Result<qpq_client::Login, qpq_client::ClientError> {
     let client = server.client().await;
     qpq_client::login(&client, user, b"password of test", None).await
 }
 
-fn is_forbidden_login(result: &Result<qpq_client::LoginSession, qpq_client::ClientError>) -> bool {
+fn is_forbidden_login(result: &Result<qpq_client::Login, qpq_client::ClientError>) -> bool {
     matches!(result, Err(qpq_client::ClientError::Rpc(e)) if e.code() == Some(StatusCode::Forbidden) && e.to_string().contains("banned"))
 }
 

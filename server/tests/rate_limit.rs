@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::TestServer;
-use qpq_client::{IdentityKey, LoginSession, QpqClient};
+use qpq_client::{IdentityKey, Login, QpqClient};
 use qpq_runtime::{RpcError, Status, StatusCode};
 use qpq_schema::proto;
 
@@ -35,7 +35,7 @@ async fn client_from(server: &TestServer, ip: &str) -> QpqClient {
     server.client_with(addr, &server.pinned()).await
 }
 
-async fn user(client: &QpqClient, name: &str) -> (IdentityKey, LoginSession) {
+async fn user(client: &QpqClient, name: &str) -> (IdentityKey, Login) {
     let identity = IdentityKey::generate();
     qpq_client::register(client, name, PASSWORD, &identity.public())
         .await
@@ -151,7 +151,7 @@ async fn enqueue_is_limited_per_sender_and_recipient() {
     let (alice_id, alice) = user(&client, "alice").await;
     let (bob, bob_session) = user(&client, "bob").await;
     let (carol, _) = user(&client, "carol").await;
-    let send = |from: &LoginSession, to: &IdentityKey| {
+    let send = |from: &Login, to: &IdentityKey| {
         client.enqueue(proto::EnqueueRequest {
             session_token: from.token.clone(),
             recipient: Some(proto::UserRef {

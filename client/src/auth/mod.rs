@@ -88,17 +88,17 @@ pub(crate) fn registration_finish(
     Ok(finish.message.serialize().to_vec())
 }
 
-/// A login in progress.
-pub(crate) struct Login {
+/// A login in progress (the OPAQUE client state between its two messages).
+pub(crate) struct PendingLogin {
     state: ClientLogin<QpqSuite>,
 }
 
 /// Starts a login; returns the state and the request for OpaqueLoginStart.
-pub(crate) fn login_start(password: &[u8]) -> Result<(Login, Vec<u8>), OpaqueError> {
+pub(crate) fn login_start(password: &[u8]) -> Result<(PendingLogin, Vec<u8>), OpaqueError> {
     let start = ClientLogin::<QpqSuite>::start(&mut OsRng, password)
         .map_err(|e| OpaqueError::Protocol(e.to_string()))?;
     Ok((
-        Login { state: start.state },
+        PendingLogin { state: start.state },
         start.message.serialize().to_vec(),
     ))
 }
@@ -113,7 +113,7 @@ pub(crate) struct LoginFinish {
 
 /// Finishes a login with the server's response. A wrong password is detected here.
 pub(crate) fn login_finish(
-    login: Login,
+    login: PendingLogin,
     password: &[u8],
     response: &[u8],
 ) -> Result<LoginFinish, OpaqueError> {

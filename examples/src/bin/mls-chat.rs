@@ -34,7 +34,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use qpq_client::keys::{HybridSecret, sign_hybrid_key, verify_hybrid_key};
 use qpq_client::profile::to_hex;
-use qpq_client::{IdentityKey, LoginSession, QpqClient, StatusCode, proto};
+use qpq_client::{IdentityKey, Login, QpqClient, StatusCode, proto};
 use qpq_runtime::ClientOptions;
 
 /// X25519 for HPKE, AES-128-GCM, SHA-256, Ed25519 signatures: the mandatory MLS suite.
@@ -50,7 +50,7 @@ const CAROL_SAYS: &str = "Carol: joined late but I can read everything from here
 struct Member {
     name: &'static str,
     client: QpqClient,
-    session: LoginSession,
+    session: Login,
     identity: IdentityKey,
     provider: OpenMlsRustCrypto,
     signer: SignatureKeyPair,

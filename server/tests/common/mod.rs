@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use qpq_client::{IdentityKey, LoginSession, QpqClient};
+use qpq_client::{IdentityKey, Login, QpqClient};
 use qpq_runtime::{ClientOptions, RpcError, StatusCode};
 use qpq_schema::proto;
 use qpq_server::{Config, RunningServer};
@@ -123,7 +123,7 @@ pub(crate) struct User {
     pub(crate) name: String,
     pub(crate) client: QpqClient,
     pub(crate) identity: IdentityKey,
-    pub(crate) session: LoginSession,
+    pub(crate) session: Login,
 }
 
 impl User {
