@@ -6,7 +6,7 @@
 //! there, and count what it holds. A backend runs the whole suite with one line in a test
 //! module:
 //!
-//! ```ignore
+//! ```text
 //! qpq_server::store_conformance_suite!(MyBackend::default());
 //! ```
 //!
