@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod ops;
 pub mod store;
+pub mod testing;
 
 mod api;
 mod background;

@@ -38,6 +38,7 @@ mod devices;
 mod engine;
 mod federation;
 mod fjall;
+mod postgres;
 mod keys;
 mod kt;
 mod moderation;
@@ -68,6 +69,7 @@ pub use self::federation::{
     RelayedDelivery,
 };
 pub use self::fjall::{FjallStore, StoreOptions};
+pub use self::postgres::{PgOptions, PgStore};
 pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
 pub use self::kt::{KtStore, Revocation};
 pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};

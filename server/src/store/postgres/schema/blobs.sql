@@ -1,0 +1,1 @@
+-- blobs: tables of the blobs group.

@@ -1,0 +1,1 @@
+-- channels: tables of the channels group.

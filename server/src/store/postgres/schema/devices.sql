@@ -1,0 +1,1 @@
+-- devices: tables of the devices group.

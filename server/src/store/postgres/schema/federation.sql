@@ -1,0 +1,1 @@
+-- federation: tables of the federation group.

@@ -1,0 +1,1 @@
+-- keys: tables of the keys group.

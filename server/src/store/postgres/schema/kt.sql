@@ -1,0 +1,1 @@
+-- kt: tables of the kt group.

@@ -1,0 +1,1 @@
+-- moderation: tables of the moderation group.

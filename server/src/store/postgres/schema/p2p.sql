@@ -1,0 +1,1 @@
+-- p2p: tables of the p2p group.

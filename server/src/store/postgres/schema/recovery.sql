@@ -1,0 +1,1 @@
+-- recovery: tables of the recovery group.
