@@ -8,6 +8,10 @@
 //! When the process is root the cluster runs as the `postgres` user (PostgreSQL refuses to run
 //! as root). A small shell keeps the cluster: when the test process exits, however it exits,
 //! its stdin closes and the shell stops the cluster and removes the directory.
+//!
+//! Every user logs in without a password over the socket, except the role
+//! `qpq_password_user` (a test may create it), which must give its password: the tests of
+//! refused credentials use it.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -79,6 +83,7 @@ impl PgCluster {
             r#"set -e
 dir=$(mktemp -d /tmp/qpq-pg.XXXXXX)
 "{bin}/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || {{ cat "$dir/initdb.log" >&2; exit 1; }}
+sed -i '1i local all qpq_password_user scram-sha-256' "$dir/data/pg_hba.conf"
 "{bin}/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -c listen_addresses= -c max_connections=400 -c fsync=on" start >/dev/null
 echo "$dir"
 set +e
@@ -125,7 +130,10 @@ rm -rf "$dir"
     /// The one cluster of this test process, started on first use.
     pub fn shared() -> Result<&'static PgCluster, String> {
         static SHARED: OnceLock<Result<PgCluster, String>> = OnceLock::new();
-        SHARED.get_or_init(PgCluster::start).as_ref().map_err(Clone::clone)
+        SHARED
+            .get_or_init(PgCluster::start)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The connection string of database `db` (key-value form, over the socket).
@@ -151,7 +159,11 @@ rm -rf "$dir"
     /// Creates a new, empty database and answers its name.
     pub async fn create_database(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
             .await
             .expect("connect to the test cluster");

@@ -41,8 +41,10 @@ pub trait StorageEngine: Send + Sync + 'static {
     /// durable when this returns.
     fn backup_to<'a>(&'a self, target: &'a Path) -> BoxFuture<'a, Result<BackupStats, StoreError>>;
 
-    /// Test hook: the next durable commit fails as if the engine's sync had. The writes it
-    /// covers answer `Unavailable`, and so does every call after it (the failure is sticky).
+    /// Test hook: the next durable commit fails as if the engine's sync (or the connection
+    /// during `COMMIT`) had. The writes it covers answer `Unavailable`. Whether later calls do
+    /// too is the engine's policy: fjall refuses everything until restart (the failure is
+    /// sticky), PostgreSQL goes on with the next transaction.
     #[doc(hidden)]
     fn inject_commit_failure_for_tests(&self);
 }

@@ -38,12 +38,12 @@ mod devices;
 mod engine;
 mod federation;
 mod fjall;
-mod postgres;
 mod keys;
 mod kt;
 mod moderation;
 mod p2p;
 pub mod pieces;
+mod postgres;
 mod recovery;
 mod writer;
 
@@ -69,11 +69,11 @@ pub use self::federation::{
     RelayedDelivery,
 };
 pub use self::fjall::{FjallStore, StoreOptions};
-pub use self::postgres::{PgOptions, PgStore};
 pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStore};
 pub use self::kt::{KtStore, Revocation};
 pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};
 pub use self::p2p::{EndpointRecord, P2pStore};
+pub use self::postgres::{PgOptions, PgStore};
 pub use self::recovery::RecoveryStore;
 pub use self::writer::{SYNC_BUCKETS_US, SyncStats};
 

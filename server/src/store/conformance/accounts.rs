@@ -217,17 +217,8 @@ pub async fn a_failed_commit_answers_unavailable_never_ok<B: Backend>(backend: &
         .inject_commit_failure_for_tests();
     let r = f.store.enqueue(vec![(ALICE, msg("lost"))]).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-    // Sticky: later writes and reads are refused too.
-    let r = f.store.enqueue(vec![(ALICE, msg("later"))]).await;
-    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-    assert!(matches!(
-        f.store.peek(&ALICE, Seq::ZERO, 1).await,
-        Err(StoreError::Unavailable(_))
-    ));
-    assert!(matches!(
-        f.store.session_by_token_hash(&[0; 32]).await,
-        Err(StoreError::Unavailable(_))
-    ));
+    // Whether later calls are refused too is the engine's policy (fjall: until restart;
+    // PostgreSQL: no, the next transaction is independent), tested with each engine.
     // After a restart the acknowledged message is there.
     let f = f.reopen().await;
     let p = f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();

@@ -1034,6 +1034,26 @@ mod tests {
     use super::*;
     use crate::store::conformance::{ALICE, Backend, Fixture, account, msg};
 
+    #[tokio::test]
+    async fn a_failed_commit_is_sticky_until_restart() {
+        let f = Fixture::with_alice(&FjallBackend).await;
+        f.store.engine().unwrap().inject_commit_failure_for_tests();
+        let r = f.store.enqueue(vec![(ALICE, msg("lost"))]).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        let r = f.store.enqueue(vec![(ALICE, msg("later"))]).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert!(matches!(
+            f.store.peek(&ALICE, Seq::ZERO, 1).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            f.store.session_by_token_hash(&[0; 32]).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let f = f.reopen().await;
+        assert!(f.store.peek(&ALICE, Seq::ZERO, 1).await.is_ok());
+    }
+
     async fn enqueue_one(store: &FjallStore, payload: &str) {
         store.enqueue(vec![(ALICE, msg(payload))]).await.unwrap();
     }

@@ -27,7 +27,9 @@ impl Backend for PgBackend {
             Err(e) => panic!("{e}; the PostgreSQL conformance tests need a PostgreSQL server"),
         };
         let db = cluster.create_database().await;
-        PgPlace { url: cluster.url(&db) }
+        PgPlace {
+            url: cluster.url(&db),
+        }
     }
 
     async fn open(&self, place: &PgPlace, options: &Options) -> PgStore {
@@ -50,4 +52,99 @@ mod conformance {
     use super::PgBackend;
 
     crate::store_conformance_suite!(PgBackend);
+}
+
+/// What only this engine has: its start-up errors, migrations and failure policy.
+mod tests {
+    use super::*;
+    use crate::store::conformance::{ALICE, Fixture, msg};
+    use crate::store::{Seq, Store, StoreError};
+
+    async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::connect(url, PgOptions::default()).await
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_not_sticky() {
+        let f = Fixture::with_alice(&PgBackend).await;
+        f.store.engine().unwrap().inject_commit_failure_for_tests();
+        let r = f.store.enqueue(vec![(ALICE, msg("lost"))]).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        // The next transaction is independent: served, and the refused write is not there.
+        assert_eq!(
+            f.store.enqueue(vec![(ALICE, msg("next"))]).await.unwrap(),
+            vec![Seq(1)]
+        );
+        let page = f.store.peek(&ALICE, Seq::ZERO, 10).await.unwrap();
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(&page.messages[0].payload[..], b"next");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("host={} user=postgres dbname=nowhere", dir.path().display());
+        let err = connect(&url).await.unwrap_err().to_string();
+        assert!(err.contains("cannot reach PostgreSQL"), "{err}");
+        assert!(err.contains("is it running"), "{err}");
+        let err = connect("postgres://[::1").await.unwrap_err().to_string();
+        assert!(err.contains("does not parse"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_and_a_missing_database_are_named() {
+        let cluster = PgCluster::shared().unwrap();
+        let db = cluster.create_database().await;
+        let admin = connect(&cluster.url(&db)).await.unwrap();
+        drop(admin);
+        let (client, conn) = tokio_postgres::connect(&cluster.url(&db), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'qpq_password_user') \
+                 THEN CREATE ROLE qpq_password_user LOGIN PASSWORD 'right'; END IF; END $$",
+            )
+            .await
+            .unwrap();
+        let wrong = format!("{} user=qpq_password_user password=wrong", cluster.url(&db));
+        let err = connect(&wrong).await.unwrap_err().to_string();
+        assert!(err.contains("refused the credentials"), "{err}");
+        let missing = cluster.url("no_such_database");
+        let err = connect(&missing).await.unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let cluster = PgCluster::shared().unwrap();
+        let url = cluster.url(&cluster.create_database().await);
+        // Several instances starting at once migrate one after another.
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { connect(&url).await })
+            })
+            .collect();
+        for s in starts {
+            s.await.unwrap().unwrap();
+        }
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let applied: i64 = client
+            .query_one("SELECT count(*) FROM qpq_schema", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(applied, i64::from(super::super::migrate::latest()));
+        client
+            .batch_execute("INSERT INTO qpq_schema VALUES (1000, 'from the future', 0)")
+            .await
+            .unwrap();
+        let err = connect(&url).await.unwrap_err().to_string();
+        assert!(err.contains("newer than this qpq-server knows"), "{err}");
+    }
 }

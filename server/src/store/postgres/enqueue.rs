@@ -16,10 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{PgError, Tx, drop_expired, fixed, int, query, transact, uint};
+use super::{PgError, Shared, Tx, drop_expired, fixed, int, query, transact, uint};
 use crate::store::{Clock, IdentityKey, NewMessage, QueueDepth, QueueLimits, Seq, StoreError};
 
 /// Longest sender name a message may carry (the embedded store's record bound too).
@@ -42,7 +41,7 @@ pub(super) struct Enqueuer {
 }
 
 impl Enqueuer {
-    pub(super) fn start(pool: Pool, limits: QueueLimits, clock: Clock) -> Self {
+    pub(super) fn start(pool: Arc<Shared>, limits: QueueLimits, clock: Clock) -> Self {
         let (calls, rx) = mpsc::channel(WAITING_CALLS);
         tokio::spawn(run(pool, limits, clock, rx));
         Self { calls }
@@ -61,7 +60,7 @@ impl Enqueuer {
 }
 
 async fn run(
-    pool: Pool,
+    pool: Arc<Shared>,
     limits: QueueLimits,
     clock: Clock,
     mut rx: mpsc::Receiver<(Deliveries, Reply)>,
@@ -85,7 +84,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let pool = Arc::clone(&pool);
         let clock = clock.clone();
         tokio::spawn(async move {
             write_batch(&pool, limits, &clock, batch).await;
@@ -99,7 +98,7 @@ fn payload_bytes(d: &Deliveries) -> usize {
 }
 
 async fn write_batch(
-    pool: &Pool,
+    pool: &Shared,
     limits: QueueLimits,
     clock: &Clock,
     batch: Vec<(Deliveries, Reply)>,
@@ -291,7 +290,13 @@ async fn judge(
         queue.depth.messages += 1;
         queue.depth.bytes += m.payload.len() as u64;
         queue.changed = true;
-        new.push(recipient, seq, m, now_ms, limits.expires_at(now_ms, m.ttl_ms));
+        new.push(
+            recipient,
+            seq,
+            m,
+            now_ms,
+            limits.expires_at(now_ms, m.ttl_ms),
+        );
         seqs.push(seq);
     }
     Ok(Ok(seqs))

@@ -78,11 +78,9 @@ pub(super) async fn run(client: &mut Client) -> Result<(), StoreError> {
             latest()
         )));
     }
-    let now = int(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    );
+    let now = int(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64));
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         for part in m.sql {
             tx.batch_execute(part)
@@ -95,11 +93,15 @@ pub(super) async fn run(client: &mut Client) -> Result<(), StoreError> {
         )
         .await
         .map_err(db_err)?;
-        tracing::info!(version = m.version, what = m.what, "applied a schema migration");
+        tracing::info!(
+            version = m.version,
+            what = m.what,
+            "applied a schema migration"
+        );
     }
-    tx.commit().await.map_err(|e| {
-        StoreError::Unavailable(format!("the schema migration did not commit: {e}"))
-    })
+    tx.commit()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the schema migration did not commit: {e}")))
 }
 
 fn migration_err(e: tokio_postgres::Error, version: i32) -> StoreError {

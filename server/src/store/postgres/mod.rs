@@ -56,8 +56,10 @@ mod recovery;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -65,9 +67,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::engine::BackupStats;
 use super::{
     Account, AckOutcome, Clock, DeletedAccount, IdentityKey, NewMessage, PurgeStats, QueueDepth,
-    QueueLimits, QueuePage, QueuedMessage, Seq, SessionRecord, StorageEngine, Store, StoreError,
+    QueueLimits, QueuePage, QueuedMessage, SYNC_BUCKETS_US, Seq, SessionRecord, StorageEngine,
+    Store, StoreError, SyncStats,
 };
 
 pub(crate) use self::enqueue::enqueue_in;
@@ -124,7 +128,7 @@ pub struct PgStore {
 }
 
 struct Inner {
-    pool: Pool,
+    shared: Arc<Shared>,
     limits: QueueLimits,
     clock: Clock,
     enqueuer: enqueue::Enqueuer,
@@ -138,6 +142,52 @@ impl fmt::Debug for PgStore {
             .field("target", &self.inner.target)
             .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the store's handles and its enqueue task share: the pool and the commit figures.
+pub(crate) struct Shared {
+    pool: Pool,
+    commits: CommitStats,
+    /// Test hook: the next commit is rolled back and answers `Unavailable`.
+    fail_next_commit: AtomicBool,
+}
+
+/// Commits (each one WAL flush at `synchronous_commit = on`) since the store was opened.
+#[derive(Default)]
+struct CommitStats {
+    count: AtomicU64,
+    micros: AtomicU64,
+    last_micros: AtomicU64,
+    buckets: [AtomicU64; SYNC_BUCKETS_US.len() + 1],
+}
+
+impl CommitStats {
+    fn record(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+        self.last_micros.store(micros, Ordering::Relaxed);
+        let bucket = SYNC_BUCKETS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(SYNC_BUCKETS_US.len());
+        if let Some(b) = self.buckets.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> SyncStats {
+        SyncStats {
+            count: self.count.load(Ordering::Relaxed),
+            total_micros: self.micros.load(Ordering::Relaxed),
+            last_micros: self.last_micros.load(Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
     }
 }
 
@@ -198,12 +248,15 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
     };
     let code = db.code().code();
     if code.starts_with("22") {
-        return StoreError::InvalidArgument(format!("PostgreSQL refused a value: {}", db.message()));
+        return StoreError::InvalidArgument(format!(
+            "PostgreSQL refused a value: {}",
+            db.message()
+        ));
     }
     StoreError::Unavailable(format!("PostgreSQL error {code}: {}", db.message()))
 }
 
-fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => db_err(e),
         other => StoreError::Unavailable(format!("no connection to PostgreSQL: {other}")),
@@ -227,7 +280,8 @@ pub(crate) fn int(v: u64) -> i64 {
 
 /// A `BIGINT` read back; a negative value is corruption.
 pub(crate) fn uint(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative counter {v} in the database")))
+    u64::try_from(v)
+        .map_err(|_| StoreError::Corrupt(format!("negative counter {v} in the database")))
 }
 
 /// A fixed-size byte column read back.
@@ -314,18 +368,23 @@ impl PgStore {
             .create_timeout(Some(options.connect_timeout))
             .recycle_timeout(Some(options.connect_timeout))
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot build the connection pool: {e}"))
+            })?;
         {
-            let mut client = pool
-                .get()
-                .await
-                .map_err(|e| connect_err(e, &target))?;
+            let mut client = pool.get().await.map_err(|e| connect_err(e, &target))?;
             migrate::run(&mut client).await?;
         }
-        let enqueuer = enqueue::Enqueuer::start(pool.clone(), options.limits, options.clock.clone());
+        let shared = Arc::new(Shared {
+            pool,
+            commits: CommitStats::default(),
+            fail_next_commit: AtomicBool::new(false),
+        });
+        let enqueuer =
+            enqueue::Enqueuer::start(Arc::clone(&shared), options.limits, options.clock.clone());
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
+                shared,
                 limits: options.limits,
                 clock: options.clock,
                 enqueuer,
@@ -343,10 +402,6 @@ impl PgStore {
         self.inner.clock.unix_ms()
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.inner.pool
-    }
-
     /// Runs `body` in one READ COMMITTED transaction and commits it; runs it again (up to
     /// [`MAX_ATTEMPTS`] times) when PostgreSQL aborted it for a serialization failure or a
     /// deadlock. An `Err` from the body rolls the transaction back. A failed `COMMIT` answers
@@ -362,7 +417,7 @@ impl PgStore {
         T: Send,
         F: for<'t> FnMut(&'t Tx<'t>, Env<'t, 'env>) -> TxFuture<'t, T> + Send,
     {
-        transact(&self.inner.pool, what, &mut body).await
+        transact(&self.inner.shared, what, &mut body).await
     }
 
     /// Runs `body` on a pooled connection outside a transaction (a single-statement read).
@@ -371,14 +426,14 @@ impl PgStore {
         T: Send,
         F: for<'c> FnOnce(&'c deadpool_postgres::Client, Env<'c, 'env>) -> TxFuture<'c, T> + Send,
     {
-        let client = self.inner.pool.get().await.map_err(pool_err)?;
+        let client = self.inner.shared.pool.get().await.map_err(pool_err)?;
         Ok(body(&client, &&()).await?)
     }
 }
 
-/// [`PgStore::transact`] on a pool (the enqueue task has no store handle).
+/// [`PgStore::transact`] on the shared part (the enqueue task has no store handle).
 pub(crate) async fn transact<'env, T, F>(
-    pool: &Pool,
+    shared: &Shared,
     what: &'static str,
     body: &mut F,
 ) -> Result<T, StoreError>
@@ -389,10 +444,16 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut client = pool.get().await.map_err(pool_err)?;
+        let mut client = shared.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(db_err)?;
         let outcome: Result<(), PgError> = match body(&tx, &&()).await {
-            Ok(value) => match tx.commit().await {
+            Ok(_) if shared.fail_next_commit.swap(false, Ordering::AcqRel) => {
+                drop(tx);
+                return Err(StoreError::Unavailable(format!(
+                    "{what}: the commit's outcome is unknown (injected failure); retry"
+                )));
+            }
+            Ok(value) => match timed_commit(tx, &shared.commits).await {
                 Ok(()) => return Ok(value),
                 Err(e) => {
                     let e = PgError::Db(e);
@@ -417,10 +478,21 @@ where
         if !e.retryable() || attempt >= MAX_ATTEMPTS {
             return Err(e.into());
         }
-        tracing::debug!(what, attempt, "transaction aborted by PostgreSQL; running it again");
+        tracing::debug!(
+            what,
+            attempt,
+            "transaction aborted by PostgreSQL; running it again"
+        );
         let jitter = rand::random::<u64>() % (2 << attempt.min(6));
         tokio::time::sleep(Duration::from_millis(jitter)).await;
     }
+}
+
+async fn timed_commit(tx: Tx<'_>, stats: &CommitStats) -> Result<(), tokio_postgres::Error> {
+    let started = std::time::Instant::now();
+    tx.commit().await?;
+    stats.record(started.elapsed());
+    Ok(())
 }
 
 /// Host, port and database of a configuration, for messages (never the password).
@@ -442,7 +514,10 @@ fn describe(config: &tokio_postgres::Config) -> String {
         .join(",");
     let db = config.get_dbname().unwrap_or("(default database)");
     let user = config.get_user().unwrap_or("(default user)");
-    format!("{user}@{host}:{port}/{db}", port = if port.is_empty() { "5432".into() } else { port })
+    format!(
+        "{user}@{host}:{port}/{db}",
+        port = if port.is_empty() { "5432".into() } else { port }
+    )
 }
 
 /// The first connection's failure, in words an operator can act on.
@@ -455,11 +530,16 @@ fn connect_err(e: deadpool_postgres::PoolError, target: &str) -> StoreError {
             ));
         }
         other => {
-            return StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {other}"));
+            return StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {target}: {other}"
+            ));
         }
     };
     match e.code() {
-        Some(c) if c == &SqlState::INVALID_PASSWORD || c == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+        Some(c)
+            if c == &SqlState::INVALID_PASSWORD
+                || c == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
             StoreError::Unavailable(format!(
                 "PostgreSQL at {target} refused the credentials: check the user and password in the store address"
             ))
@@ -467,7 +547,9 @@ fn connect_err(e: deadpool_postgres::PoolError, target: &str) -> StoreError {
         Some(c) if c == &SqlState::INVALID_CATALOG_NAME => StoreError::Unavailable(format!(
             "PostgreSQL at {target}: the database does not exist; create it (createdb) first"
         )),
-        Some(_) => StoreError::Unavailable(format!("PostgreSQL at {target} refused the connection: {e}")),
+        Some(_) => StoreError::Unavailable(format!(
+            "PostgreSQL at {target} refused the connection: {e}"
+        )),
         None => StoreError::Unavailable(format!(
             "cannot reach PostgreSQL at {target}: {e}; is it running, and is the address right?"
         )),
@@ -539,7 +621,9 @@ pub(crate) async fn lock_account(tx: &Tx<'_>, username: &str) -> Result<Option<A
         &[&username],
     )
     .await?;
-    row.map(|r| account_of(&r)).transpose().map_err(PgError::from)
+    row.map(|r| account_of(&r))
+        .transpose()
+        .map_err(PgError::from)
 }
 
 /// Whether an account holds `identity`; takes a share lock on its row, so the account
@@ -597,7 +681,9 @@ impl Store for PgStore {
     async fn create_account(&self, account: Account) -> Result<(), StoreError> {
         check_username(&account.username)?;
         if account.password_file.is_empty() {
-            return Err(StoreError::InvalidArgument("password file must not be empty".into()));
+            return Err(StoreError::InvalidArgument(
+                "password file must not be empty".into(),
+            ));
         }
         let account = &account;
         self.transact("create_account", |tx, _| {
@@ -675,11 +761,15 @@ impl Store for PgStore {
     async fn delete_account(&self, username: &str) -> Result<DeletedAccount, StoreError> {
         self.transact("delete_account", |tx, _| {
             Box::pin(async move {
-                let account = lock_account(tx, username).await?.ok_or(StoreError::NotFound)?;
+                let account = lock_account(tx, username)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
                 let identity = account.identity_key.as_slice();
                 let sessions = query(
                     tx,
-                    &format!("DELETE FROM sessions WHERE identity_key = $1 RETURNING {SESSION_COLUMNS}"),
+                    &format!(
+                        "DELETE FROM sessions WHERE identity_key = $1 RETURNING {SESSION_COLUMNS}"
+                    ),
                     &[&identity],
                 )
                 .await?
@@ -694,9 +784,17 @@ impl Store for PgStore {
                     &[&identity],
                 )
                 .await?;
-                let messages_removed = execute(tx, "DELETE FROM messages WHERE identity_key = $1", &[&identity]).await?;
+                let messages_removed = execute(
+                    tx,
+                    "DELETE FROM messages WHERE identity_key = $1",
+                    &[&identity],
+                )
+                .await?;
                 if queue.is_none() && messages_removed > 0 {
-                    return Err(StoreError::Corrupt("messages of an account without a queue".into()).into());
+                    return Err(StoreError::Corrupt(
+                        "messages of an account without a queue".into(),
+                    )
+                    .into());
                 }
                 keys::delete_keys_of(tx, &account.identity_key).await?;
                 devices::delete_device_data(tx, &account).await?;
@@ -715,8 +813,14 @@ impl Store for PgStore {
     }
 
     async fn put_session(&self, session: SessionRecord) -> Result<(), StoreError> {
-        if session.device_id.as_ref().is_some_and(|d| d.len() > usize::from(u16::MAX)) {
-            return Err(StoreError::InvalidArgument("device id longer than 65535 bytes".into()));
+        if session
+            .device_id
+            .as_ref()
+            .is_some_and(|d| d.len() > usize::from(u16::MAX))
+        {
+            return Err(StoreError::InvalidArgument(
+                "device id longer than 65535 bytes".into(),
+            ));
         }
         let session = &session;
         self.transact("put_session", |tx, _| {
@@ -794,7 +898,9 @@ impl Store for PgStore {
             Box::pin(async move {
                 let row = query_opt(
                     tx,
-                    &format!("DELETE FROM sessions WHERE token_hash = $1 RETURNING {SESSION_COLUMNS}"),
+                    &format!(
+                        "DELETE FROM sessions WHERE token_hash = $1 RETURNING {SESSION_COLUMNS}"
+                    ),
                     &[&token_hash.as_slice()],
                 )
                 .await?;
@@ -812,7 +918,9 @@ impl Store for PgStore {
                 };
                 let rows = query(
                     tx,
-                    &format!("DELETE FROM sessions WHERE identity_key = $1 RETURNING {SESSION_COLUMNS}"),
+                    &format!(
+                        "DELETE FROM sessions WHERE identity_key = $1 RETURNING {SESSION_COLUMNS}"
+                    ),
                     &[&account.identity_key.as_slice()],
                 )
                 .await?;
@@ -1052,7 +1160,46 @@ impl Store for PgStore {
     }
 
     fn engine(&self) -> Option<Arc<dyn StorageEngine>> {
-        None
+        Some(Arc::new(self.clone()))
+    }
+}
+
+impl StorageEngine for PgStore {
+    fn name(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn commit_stats(&self) -> SyncStats {
+        self.inner.shared.commits.snapshot()
+    }
+
+    fn disk_bytes(&self) -> qpq_runtime::BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.read(|c, _| {
+            Box::pin(async move {
+                let row = query_one(c, "SELECT pg_database_size(current_database())", &[]).await?;
+                Ok(uint(row.get(0))?)
+            })
+        }))
+    }
+
+    fn backup_to<'a>(
+        &'a self,
+        _target: &'a Path,
+    ) -> qpq_runtime::BoxFuture<'a, Result<BackupStats, StoreError>> {
+        Box::pin(async {
+            Err(StoreError::InvalidArgument(
+                "the online backup copies the embedded store only; back up PostgreSQL with its own \
+                 tools (pg_dump, or base backups with WAL archiving for point-in-time recovery)"
+                    .into(),
+            ))
+        })
+    }
+
+    fn inject_commit_failure_for_tests(&self) {
+        self.inner
+            .shared
+            .fail_next_commit
+            .store(true, Ordering::Release);
     }
 }
 
