@@ -36,6 +36,13 @@ pub struct Config {
     #[arg(long, env = "QPQ_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
+    /// Where durable state lives: `embedded` (the default: a fjall database in
+    /// `<data-dir>/db`) or a PostgreSQL URL, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    /// (a socket directory as the host: `postgres://USER@%2Fvar%2Frun%2Fpostgresql/DATABASE`).
+    /// The data directory still holds the certificate and the server's keys.
+    #[arg(long, env = "QPQ_STORE", default_value = "embedded")]
+    pub store: StoreChoice,
+
     /// TLS certificate (DER). Generated with its key when both are missing.
     /// [default: <data-dir>/server-cert.der]
     #[arg(long, env = "QPQ_TLS_CERT")]
@@ -212,6 +219,41 @@ pub(crate) fn check_domain(domain: &str) -> Result<(), String> {
         Err(format!(
             "`{domain}` is not a valid domain: use lowercase DNS labels (a-z, 0-9, '-') separated by dots"
         ))
+    }
+}
+
+/// The storage backend chosen by `--store`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded fjall database in `<data-dir>/db`.
+    Embedded,
+    /// A PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+// The URL may hold a password: never print it.
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreChoice::Embedded => f.write_str("Embedded"),
+            StoreChoice::Postgres(_) => f.write_str("Postgres(<url>)"),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "embedded" || s == "fjall" {
+            return Ok(StoreChoice::Embedded);
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            s.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("the PostgreSQL URL does not parse: {e}"))?;
+            return Ok(StoreChoice::Postgres(s.to_owned()));
+        }
+        Err("--store takes `embedded` or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into())
     }
 }
 

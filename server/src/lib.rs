@@ -47,9 +47,11 @@ use qpq_schema::QpqServer;
 
 use crate::auth::{LimiterConfig, LoginConfig, LoginLimiter, OpaqueServer};
 use crate::live::Live;
-use crate::store::{Durability, FjallStore, QueueLimits, StorageEngine, Store, StoreOptions};
+use crate::store::{
+    Durability, FjallStore, PgOptions, PgStore, QueueLimits, StorageEngine, Store, StoreOptions,
+};
 
-pub use config::{Command, Config, ConfigError, LogFormat, PeerConfig};
+pub use config::{Command, Config, ConfigError, LogFormat, PeerConfig, StoreChoice};
 pub use limits::{Rate, RateLimitSetting, Scope};
 
 /// The server's state, shared by every call. `S` is the storage backend.
@@ -192,8 +194,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let clock = Clock::system();
     let opaque = OpaqueServer::load_or_create_with(&config.data_dir, login, clock.clone())
         .context("could not load or create the OPAQUE server setup")?;
-    let store = open_embedded_store(&config, clock.clone()).await?;
-    serve(config, identity, opaque, store, clock).await
+    match &config.store {
+        StoreChoice::Embedded => {
+            let store = open_embedded_store(&config, clock.clone()).await?;
+            serve(config, identity, opaque, store, clock).await
+        }
+        StoreChoice::Postgres(url) => {
+            let options = PgOptions {
+                limits: queue_limits(&config),
+                clock: clock.clone(),
+                ..PgOptions::default()
+            };
+            let store = PgStore::connect(url, options)
+                .await
+                .context("could not open the PostgreSQL store")?;
+            serve(config, identity, opaque, store, clock).await
+        }
+    }
+}
+
+/// The configured queue caps (TTLs keep their defaults).
+fn queue_limits(config: &Config) -> QueueLimits {
+    QueueLimits {
+        max_messages: config.queue_max_messages,
+        max_bytes: config.queue_max_bytes,
+        ..QueueLimits::default()
+    }
 }
 
 /// The embedded default store in `<data-dir>/db`, with the configured durability and queue
@@ -206,11 +232,7 @@ async fn open_embedded_store(config: &Config, clock: Clock) -> anyhow::Result<Fj
         } else {
             Durability::GroupCommit
         },
-        limits: QueueLimits {
-            max_messages: config.queue_max_messages,
-            max_bytes: config.queue_max_bytes,
-            ..QueueLimits::default()
-        },
+        limits: queue_limits(config),
         clock,
     };
     let dir = store_dir.clone();

@@ -156,24 +156,25 @@ rm -rf "$dir"
         format!("postgres://postgres@{host}/{db}")
     }
 
-    /// Creates a new, empty database and answers its name.
-    pub async fn create_database(&self) -> String {
+    /// Creates a new, empty database and answers its name (blocking: runs `createdb`).
+    pub fn create_database(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "t{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test cluster");
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create a test database");
-        drop(client);
-        let _ = task.await;
+        let out = Command::new(self.bin.join("createdb"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", "postgres", &name])
+            .output()
+            .expect("run createdb");
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         name
     }
 

@@ -53,7 +53,11 @@ impl Node {
             domain: domain.to_owned(),
             port,
             identity,
-            server: TestServer { server: None, dir },
+            server: TestServer {
+                server: None,
+                dir,
+                store: common::test_store(),
+            },
         }
     }
 
@@ -68,6 +72,7 @@ impl Node {
     async fn start(&mut self, peers: &[PeerConfig]) {
         let listen = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let mut config = Config::for_data_dir(listen, self.server.dir.path());
+        config.store = self.server.store.clone();
         config.domain = Some(self.domain.clone());
         config.peers = peers.to_vec();
         // After an in-process shutdown the old endpoint holds the port until its closed

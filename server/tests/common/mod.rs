@@ -17,7 +17,29 @@ use bytes::Bytes;
 use qpq_client::{IdentityKey, Login, QpqClient};
 use qpq_runtime::{ClientOptions, RpcError, StatusCode};
 use qpq_schema::proto;
-use qpq_server::{Config, RunningServer};
+use qpq_server::{Config, RunningServer, StoreChoice};
+
+/// The backend the harness's servers store in: `QPQ_TEST_STORE=postgres` puts each server on
+/// a new database in the test process's throw-away PostgreSQL cluster
+/// ([`qpq_server::testing::PgCluster`]); unset (or `embedded`) keeps the embedded store in
+/// the server's temp data directory. Asking for PostgreSQL where it cannot start fails the
+/// test: the run asked for that backend.
+pub(crate) fn test_store() -> StoreChoice {
+    match std::env::var("QPQ_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => StoreChoice::Embedded,
+        Ok("postgres") => {
+            let cluster = qpq_server::testing::PgCluster::shared()
+                .unwrap_or_else(|e| panic!("QPQ_TEST_STORE=postgres: {e}"));
+            StoreChoice::Postgres(cluster.postgres_url(&cluster.create_database()))
+        }
+        Ok(other) => panic!("QPQ_TEST_STORE={other}: use `postgres` or `embedded`"),
+    }
+}
+
+/// Whether the harness's servers run on PostgreSQL (see [`test_store`]).
+pub(crate) fn on_postgres() -> bool {
+    std::env::var("QPQ_TEST_STORE").as_deref() == Ok("postgres")
+}
 
 /// The password of every [`TestServer::user`].
 pub(crate) const PASSWORD: &[u8] = b"password of test";
@@ -25,6 +47,8 @@ pub(crate) const PASSWORD: &[u8] = b"password of test";
 pub(crate) struct TestServer {
     pub(crate) server: Option<RunningServer>,
     pub(crate) dir: tempfile::TempDir,
+    /// Where it stores (kept across restarts).
+    pub(crate) store: StoreChoice,
 }
 
 impl TestServer {
@@ -35,11 +59,14 @@ impl TestServer {
     pub(crate) async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), dir.path());
+        config.store = test_store();
         tune(&mut config);
+        let store = config.store.clone();
         let server = qpq_server::start(config).await.expect("server starts");
         Self {
             server: Some(server),
             dir,
+            store,
         }
     }
 
@@ -75,7 +102,9 @@ impl TestServer {
             server.shutdown().await;
         }
         for _ in 0..100 {
-            let config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), self.dir.path());
+            let mut config =
+                Config::for_data_dir("127.0.0.1:0".parse().unwrap(), self.dir.path());
+            config.store = self.store.clone();
             if let Ok(server) = qpq_server::start(config).await {
                 self.server = Some(server);
                 return;
@@ -183,7 +212,8 @@ impl ServerProcess {
     pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_qpq-server");
 
     /// Starts the binary in `dir` (its working directory) with `args`, and waits for its
-    /// "listening on" line.
+    /// "listening on" line. Under `QPQ_TEST_STORE=postgres` it stores in a database of its
+    /// own, the same one for every start in `dir` (its URL is kept in `dir/test-store`).
     pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Self {
         Self::spawn_command(std::process::Command::new(Self::BINARY), dir, args)
     }
@@ -196,6 +226,20 @@ impl ServerProcess {
         args: &[&str],
     ) -> Self {
         use std::io::{BufRead, BufReader};
+        let remembered = dir.join("test-store");
+        let store = match std::fs::read_to_string(&remembered) {
+            Ok(url) => Some(url),
+            Err(_) => match test_store() {
+                StoreChoice::Embedded => None,
+                StoreChoice::Postgres(url) => {
+                    std::fs::write(&remembered, &url).unwrap();
+                    Some(url)
+                }
+            },
+        };
+        if let Some(url) = &store {
+            command.args(["--store", url]);
+        }
         let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)

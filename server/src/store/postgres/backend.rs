@@ -26,7 +26,7 @@ impl Backend for PgBackend {
             Ok(c) => c,
             Err(e) => panic!("{e}; the PostgreSQL conformance tests need a PostgreSQL server"),
         };
-        let db = cluster.create_database().await;
+        let db = cluster.create_database();
         PgPlace {
             url: cluster.url(&db),
         }
@@ -94,7 +94,7 @@ mod tests {
     #[tokio::test]
     async fn refused_credentials_and_a_missing_database_are_named() {
         let cluster = PgCluster::shared().unwrap();
-        let db = cluster.create_database().await;
+        let db = cluster.create_database();
         let admin = connect(&cluster.url(&db)).await.unwrap();
         drop(admin);
         let (client, conn) = tokio_postgres::connect(&cluster.url(&db), tokio_postgres::NoTls)
@@ -119,7 +119,7 @@ mod tests {
     #[tokio::test]
     async fn migrations_run_once_and_a_newer_schema_is_refused() {
         let cluster = PgCluster::shared().unwrap();
-        let url = cluster.url(&cluster.create_database().await);
+        let url = cluster.url(&cluster.create_database());
         // Several instances starting at once migrate one after another.
         let starts: Vec<_> = (0..4)
             .map(|_| {

@@ -1204,6 +1204,7 @@ impl StorageEngine for PgStore {
 }
 
 /// Stored rows per table, every table of the schema (the conformance suite's census).
+#[cfg(test)]
 pub(crate) async fn census(store: &PgStore) -> BTreeMap<String, u64> {
     store
         .read(|c, _| {
