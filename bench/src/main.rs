@@ -12,6 +12,7 @@ mod messenger;
 mod rpc;
 mod services;
 mod stats;
+mod storage;
 
 use clap::{Parser, ValueEnum};
 
@@ -37,6 +38,8 @@ enum Section {
     Enqueue,
     /// Bulk transfer MB/s, 64 KiB and 16 MiB, quicproquo vs tonic over TLS.
     Bulk,
+    /// Durable Enqueue on the embedded store and on PostgreSQL, side by side.
+    Storage,
     /// FetchWait wake-up latency with 1,000 parked waiters.
     Wakeup,
     /// Server RSS with 10,000 idle authenticated connections.
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         vec![
             Section::Rpc,
             Section::Enqueue,
+            Section::Storage,
             Section::Wakeup,
             Section::Bulk,
             Section::Connections,
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         match section {
             Section::Rpc => rpc::run(duration)?,
             Section::Enqueue => runtime.block_on(enqueue::run(duration))?,
+            Section::Storage => runtime.block_on(storage::run(duration))?,
             Section::Bulk => bulk::run(duration)?,
             Section::Wakeup => runtime.block_on(messenger::wakeup(500))?,
             Section::Connections => runtime.block_on(messenger::connections(args.connections))?,

@@ -147,6 +147,11 @@ impl RunningServer {
         }
     }
 
+    /// The storage engine's own figures (commits, disk use), when the backend has them.
+    pub fn engine(&self) -> Option<Arc<dyn StorageEngine>> {
+        self.engine.clone()
+    }
+
     /// A handle to stop the server from elsewhere.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
