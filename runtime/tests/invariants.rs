@@ -108,6 +108,18 @@ fn only_the_fjall_backend_names_fjall() {
     );
 }
 
+/// The same for PostgreSQL: its client crates are the PostgreSQL backend's alone.
+#[test]
+fn only_the_postgres_backend_names_its_client_crates() {
+    for name in ["tokio_postgres", "deadpool_postgres"] {
+        assert_eq!(
+            crate_users("server/src", name, &["server/src/store/postgres/"]),
+            Vec::<PathBuf>::new(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn only_auth_modules_name_opaque_ke() {
     for crate_dir in ["server/src", "client/src"] {

@@ -249,8 +249,7 @@ impl std::str::FromStr for StoreChoice {
             return Ok(StoreChoice::Embedded);
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            s.parse::<tokio_postgres::Config>()
-                .map_err(|e| format!("the PostgreSQL URL does not parse: {e}"))?;
+            crate::store::check_postgres_url(s)?;
             return Ok(StoreChoice::Postgres(s.to_owned()));
         }
         Err("--store takes `embedded` or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into())

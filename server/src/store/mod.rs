@@ -73,7 +73,7 @@ pub use self::keys::{HybridKeyRecord, KeyPackageDepth, KeyPackageUpload, KeyStor
 pub use self::kt::{KtStore, Revocation};
 pub use self::moderation::{BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord};
 pub use self::p2p::{EndpointRecord, P2pStore};
-pub use self::postgres::{PgOptions, PgStore};
+pub use self::postgres::{PgOptions, PgStore, check_postgres_url};
 pub use self::recovery::RecoveryStore;
 pub use self::writer::{SYNC_BUCKETS_US, SyncStats};
 

@@ -102,8 +102,7 @@ impl TestServer {
             server.shutdown().await;
         }
         for _ in 0..100 {
-            let mut config =
-                Config::for_data_dir("127.0.0.1:0".parse().unwrap(), self.dir.path());
+            let mut config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), self.dir.path());
             config.store = self.store.clone();
             if let Ok(server) = qpq_server::start(config).await {
                 self.server = Some(server);

@@ -335,6 +335,14 @@ pub(crate) async fn execute<C: GenericClient + Sync>(
     Ok(c.execute(&stmt, params).await?)
 }
 
+/// Whether `url` is a PostgreSQL address the store can use; the error says what is wrong
+/// (never echoing a password).
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("the PostgreSQL URL does not parse: {e}"))
+}
+
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or the
     /// key-value form; a socket directory as `host=/path`), brings its schema up to date and
@@ -446,7 +454,8 @@ where
         attempt += 1;
         let mut client = shared.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let outcome: Result<(), PgError> = match body(&tx, &&()).await {
+        // The error that aborted this attempt (dropping `tx` rolls back).
+        let e: PgError = match body(&tx, &&()).await {
             Ok(_) if shared.fail_next_commit.swap(false, Ordering::AcqRel) => {
                 drop(tx);
                 return Err(StoreError::Unavailable(format!(
@@ -457,23 +466,16 @@ where
                 Ok(()) => return Ok(value),
                 Err(e) => {
                     let e = PgError::Db(e);
-                    if e.retryable() && attempt < MAX_ATTEMPTS {
-                        Err(e)
-                    } else {
+                    if !e.retryable() {
                         return Err(StoreError::Unavailable(format!(
                             "{what}: the commit's outcome is unknown ({}); retry",
                             StoreError::from(e)
                         )));
                     }
+                    e
                 }
             },
-            Err(e) => {
-                // Dropping `tx` rolls back.
-                Err(e)
-            }
-        };
-        let Err(e) = outcome else {
-            unreachable!("an Ok outcome returned above")
+            Err(e) => e,
         };
         if !e.retryable() || attempt >= MAX_ATTEMPTS {
             return Err(e.into());
