@@ -748,3 +748,53 @@ pub(super) async fn delete_memberships_of(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::backend::PgBackend;
+    use crate::store::conformance::{ALICE, BOB, CAROL, Fixture, account, msg, new_channel};
+    use crate::store::{Actor, ChannelId, ChannelStore, Refusal, RotateCommit, Store};
+
+    const ID: ChannelId = ChannelId([7; 16]);
+
+    /// A welcome racing the deletion of the welcomed account never leaves a membership of
+    /// a deleted account behind: the rotate share-locks the account row before the channel's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_welcome_racing_the_accounts_deletion_leaves_no_member_behind() {
+        let f = Fixture::with_alice(&PgBackend).await;
+        let s = &f.store;
+        s.create_account(account("bob", BOB)).await.unwrap();
+        s.create_account(account("carol", CAROL)).await.unwrap();
+        s.create_channel(new_channel(ID, ALICE, vec![BOB]))
+            .await
+            .unwrap()
+            .unwrap();
+        let rotate = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.rotate(RotateCommit {
+                    channel: ID,
+                    sender: Actor {
+                        identity: ALICE,
+                        server_admin: false,
+                    },
+                    epoch: 0,
+                    commit: msg("commit"),
+                    welcomes: vec![(CAROL, msg("welcome"))],
+                })
+                .await
+            })
+        };
+        s.delete_account("carol").await.unwrap();
+        let outcome = rotate.await.unwrap().unwrap();
+        assert!(
+            matches!(outcome, Ok(_) | Err(Refusal::UnknownAccount(CAROL))),
+            "{outcome:?}"
+        );
+        assert_eq!(s.member(&ID, &CAROL).await.unwrap(), None);
+        assert!(s.channels_of(&CAROL).await.unwrap().is_empty());
+        let mut members = s.member_identities(&ID).await.unwrap();
+        members.sort();
+        assert_eq!(members, vec![ALICE, BOB]);
+    }
+}

@@ -561,3 +561,76 @@ pub(super) async fn refuse_if_banned(tx: &Tx<'_>, identity: &IdentityKey) -> Res
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::backend::PgBackend;
+    use crate::store::conformance::{ALICE, BOB, Fixture, T0, account, session};
+    use crate::store::{Actor, BanRecord, BanScope, ModerationStore, Store, StoreError};
+
+    const ADMIN: Actor = Actor {
+        identity: [0xad; 32],
+        server_admin: true,
+    };
+
+    fn server_ban() -> BanRecord {
+        BanRecord {
+            scope: BanScope::Server,
+            identity: BOB,
+            username: "bob".into(),
+            reason: "spam".into(),
+            banned_by: ALICE,
+            created_at_ms: T0,
+            expires_at_ms: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_ban_refuses_new_sessions_until_lifted() {
+        let f = Fixture::with_alice(&PgBackend).await;
+        let s = &f.store;
+        s.create_account(account("bob", BOB)).await.unwrap();
+        s.ban(server_ban(), ADMIN).await.unwrap().unwrap();
+        let refused = s.put_session(session(1, "bob", BOB, T0 + 60_000)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Banned { until_ms: 0 })),
+            "{refused:?}"
+        );
+        assert_eq!(s.session_by_token_hash(&[1; 32]).await.unwrap(), None);
+        assert_eq!(
+            s.unban(BanScope::Server, &BOB, ADMIN).await.unwrap(),
+            Ok(true)
+        );
+        s.put_session(session(1, "bob", BOB, T0 + 60_000))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_login_racing_a_server_ban_outlives_it() {
+        let f = Fixture::with_alice(&PgBackend).await;
+        f.store.create_account(account("bob", BOB)).await.unwrap();
+        let mut logins = Vec::new();
+        for token in 1..=16u8 {
+            let s = f.store.clone();
+            logins.push(tokio::spawn(async move {
+                s.put_session(session(token, "bob", BOB, T0 + 60_000)).await
+            }));
+        }
+        f.store.ban(server_ban(), ADMIN).await.unwrap().unwrap();
+        for login in logins {
+            let outcome = login.await.unwrap();
+            assert!(
+                matches!(outcome, Ok(()) | Err(StoreError::Banned { .. })),
+                "{outcome:?}"
+            );
+        }
+        for token in 1..=16u8 {
+            assert_eq!(
+                f.store.session_by_token_hash(&[token; 32]).await.unwrap(),
+                None,
+                "session {token} outlived the ban"
+            );
+        }
+    }
+}
