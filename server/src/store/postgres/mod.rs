@@ -825,6 +825,7 @@ impl Store for PgStore {
             ));
         }
         let session = &session;
+        let now = self.now();
         self.transact("put_session", |tx, _| {
             Box::pin(async move {
                 let account = query_opt(
@@ -839,7 +840,7 @@ impl Store for PgStore {
                 // A revoked device id never gets a session again; a login racing a
                 // server-wide ban cannot outlive it (the ban locks the account row).
                 devices::check_device_usable(tx, session).await?;
-                moderation::refuse_if_banned(tx, &session.identity_key).await?;
+                moderation::refuse_if_banned(tx, &session.identity_key, now).await?;
                 let inserted = execute(
                     tx,
                     "INSERT INTO sessions (token_hash, username, identity_key, device_id, created_at_ms, \

@@ -543,14 +543,18 @@ impl ModerationStore for PgStore {
 ///
 /// Whether a timed ban still holds is judged by the database's clock: this hook is not given
 /// the store's.
-pub(super) async fn refuse_if_banned(tx: &Tx<'_>, identity: &IdentityKey) -> Result<(), PgError> {
+pub(super) async fn refuse_if_banned(
+    tx: &Tx<'_>,
+    identity: &IdentityKey,
+    now_ms: u64,
+) -> Result<(), PgError> {
     let row = query_opt(
         tx,
         &format!(
             "SELECT expires_at_ms FROM server_bans WHERE identity_key = $1 AND {}",
-            active("(extract(epoch FROM clock_timestamp()) * 1000)::int8")
+            active("$2")
         ),
-        &[&identity.as_slice()],
+        &[&identity.as_slice(), &int(now_ms)],
     )
     .await?;
     match row {
