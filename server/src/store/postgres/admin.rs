@@ -29,7 +29,7 @@ impl AdminStore for PgStore {
         let rows = self
             .read(|c, _| {
                 Box::pin(async move {
-                    Ok(query(
+                    query(
                         c,
                         "SELECT a.username, a.identity_key, a.created_at_ms, \
                          coalesce(q.messages, 0) AS messages, coalesce(q.bytes, 0) AS bytes, \
@@ -39,7 +39,7 @@ impl AdminStore for PgStore {
                          WHERE a.username > $1 ORDER BY a.username LIMIT $2",
                         &[&after, &take],
                     )
-                    .await?)
+                    .await
                 })
             })
             .await?;

@@ -90,7 +90,7 @@ fn usage_of(row: &Row) -> Result<BlobUsage, StoreError> {
 
 fn meta_of(row: &Row) -> Result<BlobMeta, StoreError> {
     let hashes: Vec<u8> = row.get("piece_hashes");
-    if hashes.len() % 32 != 0 {
+    if !hashes.len().is_multiple_of(32) {
         return Err(StoreError::Corrupt(
             "blob: piece hash list is not a list of SHA-256 hashes".into(),
         ));
