@@ -66,7 +66,7 @@ mod tests {
     macro_rules! need_postgres {
         ($test:literal) => {
             if let Err(why) = PgCluster::shared() {
-                crate::store::conformance::skip($test, why);
+                crate::store::conformance::skip($test, &why);
                 return;
             }
         };

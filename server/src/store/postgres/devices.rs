@@ -233,6 +233,9 @@ impl DeviceStore for PgStore {
                             .await?;
                         }
                     }
+                    // A revoked device keeps no P2P endpoint (as its sessions, in this
+                    // transaction).
+                    super::p2p::remove_endpoint(tx, identity, id).await?;
                     Ok(Ok(sessions))
                 })
             })

@@ -149,6 +149,21 @@ impl P2pStore for PgStore {
 }
 
 /// Removes the endpoints of a deleted account.
+/// Removes the endpoint of one device (its revocation).
+pub(super) async fn remove_endpoint(
+    tx: &Tx<'_>,
+    identity: &IdentityKey,
+    device_id: &[u8],
+) -> Result<(), PgError> {
+    execute(
+        tx,
+        "DELETE FROM p2p_endpoints WHERE identity_key = $1 AND device_id = $2",
+        &[&identity.as_slice(), &device_id],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn delete_p2p_data(tx: &Tx<'_>, account: &Account) -> Result<(), PgError> {
     execute(
         tx,
