@@ -38,7 +38,11 @@ async fn an_immediate_postgres_stop_answers_unavailable_and_the_server_recovers_
         Err(e) => return common::skip(test, &e),
     };
     let url = cluster.postgres_url(&cluster.create_database());
-    let server = TestServer::start_with(|c| c.store = StoreChoice::Postgres(url.clone())).await;
+    let server = TestServer::start_with(|c| {
+        c.store = StoreChoice::Postgres(url.clone());
+        c.rate_limit = vec!["all=off".parse().unwrap()];
+    })
+    .await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
 
