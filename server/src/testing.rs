@@ -178,6 +178,51 @@ rm -rf "$dir"
         name
     }
 
+    /// Creates a new database as a copy of `from` and answers its name. Connections to
+    /// `from` are ended first: its server must be stopped.
+    pub fn copy_database(&self, from: &str) -> String {
+        let name = self.create_database();
+        let drop_new = Command::new(self.bin.join("dropdb"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", "postgres", &name])
+            .output()
+            .expect("run dropdb");
+        assert!(drop_new.status.success());
+        // A stopped in-process server's pool may still hold idle connections for a moment.
+        let _ = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", "postgres", "-d", "postgres", "-qAt", "-c"])
+            .arg(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{from}'"
+            ))
+            .output();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = Command::new(self.bin.join("createdb"))
+                .arg("-h")
+                .arg(&self.dir)
+                .args(["-U", "postgres", "-T", from, &name])
+                .output()
+                .expect("run createdb");
+            if out.status.success() {
+                return name;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "createdb -T {from}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The database name in a URL made by [`postgres_url`](Self::postgres_url).
+    pub fn database_of(url: &str) -> &str {
+        url.rsplit('/').next().unwrap_or(url)
+    }
+
     fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let pg_ctl = self.bin.join("pg_ctl");
         let data = self.dir.join("data");

@@ -12,7 +12,7 @@ use common::{TestServer, User, code};
 use qpq_client::kt::{KtError, TreeHead, verify_audit};
 use qpq_client::{QpqClient, proto};
 use qpq_runtime::{ClientOptions, StatusCode};
-use qpq_server::{Config, RunningServer};
+use qpq_server::{Config, RunningServer, StoreChoice};
 
 use proto::audit_key_transparency_request::Subject;
 
@@ -38,9 +38,10 @@ fn log_key(response: &proto::AuditKeyTransparencyResponse) -> [u8; 32] {
 
 /// Starts a server on an existing data directory (retrying while the previous process's
 /// store is still being released).
-async fn start_on(dir: &Path) -> RunningServer {
+async fn start_on(dir: &Path, store: &StoreChoice) -> RunningServer {
     for _ in 0..100 {
-        let config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), dir);
+        let mut config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), dir);
+        config.store = store.clone();
         if let Ok(server) = qpq_server::start(config).await {
             return server;
         }
@@ -238,8 +239,9 @@ async fn a_forked_log_is_caught_by_the_consistency_proof() {
     // Two servers with the same log key and the same first two leaves, then different ones.
     let fork_dir = tempfile::tempdir().unwrap();
     copy_dir(server.dir.path(), fork_dir.path());
-    let main = start_on(server.dir.path()).await;
-    let fork = start_on(fork_dir.path()).await;
+    let fork_store = common::copy_store(&server.store);
+    let main = start_on(server.dir.path(), &server.store).await;
+    let fork = start_on(fork_dir.path(), &fork_store).await;
 
     let main_client = connect(&main).await;
     qpq_client::register(
@@ -303,7 +305,7 @@ async fn the_log_survives_a_restart_with_the_same_root_and_key() {
     let head = verify_audit(&before, &pinned, None).unwrap().head;
 
     server.server.take().unwrap().shutdown().await;
-    let restarted = start_on(server.dir.path()).await;
+    let restarted = start_on(server.dir.path(), &server.store).await;
     let client = connect(&restarted).await;
     let token = login(&client, "alice").await;
     let after = audit(

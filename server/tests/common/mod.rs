@@ -36,6 +36,20 @@ pub(crate) fn test_store() -> StoreChoice {
     }
 }
 
+/// A store holding a copy of what `store` holds now (its server must be stopped): the
+/// embedded store is copied with the data directory by the caller; a PostgreSQL database is
+/// copied here.
+pub(crate) fn copy_store(store: &StoreChoice) -> StoreChoice {
+    match store {
+        StoreChoice::Embedded => StoreChoice::Embedded,
+        StoreChoice::Postgres(url) => {
+            let cluster = qpq_server::testing::PgCluster::shared().unwrap();
+            let from = qpq_server::testing::PgCluster::database_of(url);
+            StoreChoice::Postgres(cluster.postgres_url(&cluster.copy_database(from)))
+        }
+    }
+}
+
 /// Whether the harness's servers run on PostgreSQL (see [`test_store`]).
 pub(crate) fn on_postgres() -> bool {
     std::env::var("QPQ_TEST_STORE").as_deref() == Ok("postgres")
