@@ -22,6 +22,13 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
+    if config.command.is_some() && config.store != qpq_server::StoreChoice::Embedded {
+        anyhow::bail!(
+            "backup and restore copy the embedded store; with --store postgres://… back up the \
+             database with pg_dump (or base backups and WAL archiving) and the data directory's \
+             key files with it: see docs/running.md, \"Backups\""
+        );
+    }
     match &config.command {
         Some(Command::Backup { to }) => {
             println!(

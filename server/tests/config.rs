@@ -136,3 +136,53 @@ async fn the_connection_limit_from_the_configuration_reaches_the_server() {
     // …and the first one is still served.
     first.health(HealthRequest {}).await.unwrap();
 }
+
+/// `--store` takes `embedded` or a PostgreSQL URL, from a flag, the environment or the file;
+/// a bad one names what is wrong; the file key works; backup and restore refuse PostgreSQL
+/// (they copy the embedded store) and point to pg_dump.
+#[test]
+fn the_store_setting_chooses_the_backend_and_says_what_is_wrong() {
+    use qpq_server::StoreChoice;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qpq.toml");
+    std::fs::write(&file, "store = \"postgres://qpq@db.example/qpq\"\n").unwrap();
+    let config = Config::load_from(["qpq-server", "--config", file.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        config.store,
+        StoreChoice::Postgres("postgres://qpq@db.example/qpq".into())
+    );
+    // The password never shows in the configuration's debug output.
+    let with_password = Config::load_from([
+        "qpq-server",
+        "--store",
+        "postgres://qpq:secret-word@db.example/qpq",
+    ])
+    .unwrap();
+    assert!(!format!("{with_password:?}").contains("secret-word"));
+    let default = Config::load_from(["qpq-server"]).unwrap();
+    assert_eq!(default.store, StoreChoice::Embedded);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+        .args(["--store", "mysql://x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PostgreSQL URL"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+        .current_dir(dir.path())
+        .args([
+            "--store",
+            "postgres://qpq@db.example/qpq",
+            "backup",
+            "--to",
+            "copy",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!dir.path().join("copy").exists());
+}
