@@ -95,6 +95,45 @@ mod tests {
         assert_eq!(&page.messages[0].payload[..], b"next");
     }
 
+    /// A batch whose commit failed (outcome unknown) is never written again call by call: every
+    /// call in it answers Unavailable, and what answered Ok is exactly what is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_commit_is_not_replayed() {
+        need_postgres!("a_failed_batch_commit_is_not_replayed");
+        let f = Fixture::with_alice(&PgBackend).await;
+        for round in 0..5 {
+            f.store.engine().unwrap().inject_commit_failure_for_tests();
+            let calls: Vec<_> = (0..32)
+                .map(|i| {
+                    let s = f.store.clone();
+                    tokio::spawn(async move {
+                        s.enqueue(vec![(ALICE, msg(&format!("r{round}-{i}")))])
+                            .await
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            for c in calls {
+                match c.await.unwrap() {
+                    Ok(_) => ok += 1,
+                    Err(StoreError::Unavailable(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(ok < 32, "round {round}: a failed commit answered Ok");
+            let stored = f
+                .store
+                .peek(&ALICE, Seq::ZERO, 10_000)
+                .await
+                .unwrap()
+                .messages
+                .iter()
+                .filter(|m| m.payload.starts_with(format!("r{round}-").as_bytes()))
+                .count();
+            assert_eq!(stored, ok, "round {round}");
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_server_is_named_in_the_error() {
         need_postgres!("an_unreachable_server_is_named_in_the_error");

@@ -117,11 +117,12 @@ async fn write_batch(
                 let _ = reply.send(answer);
             }
         }
-        Err(e) if calls.len() == 1 => {
-            let _ = replies.into_iter().next().map(|r| r.send(Err(e)));
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, calls = calls.len(), "enqueue batch failed; writing its calls one by one");
+        // PostgreSQL refused a value of one of the calls (a data error): the others may be
+        // fine, so each is written alone. Only this error: after any other (a lost commit
+        // whose outcome is unknown, an unreachable database) running the calls again could
+        // store them twice, or wait long for a database that is down.
+        Err(StoreError::InvalidArgument(why)) if calls.len() > 1 => {
+            tracing::debug!(%why, calls = calls.len(), "enqueue batch refused; writing its calls one by one");
             for (call, reply) in calls.iter().zip(replies) {
                 let one = std::slice::from_ref(call);
                 let answer = transact(pool, "enqueue", &mut |tx, _| {
@@ -130,6 +131,16 @@ async fn write_batch(
                 .await
                 .and_then(|mut a| a.pop().unwrap_or_else(|| Err(lost())));
                 let _ = reply.send(answer);
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let mut first = Some(e);
+            for reply in replies {
+                let answer = first
+                    .take()
+                    .unwrap_or_else(|| StoreError::Unavailable(why.clone()));
+                let _ = reply.send(Err(answer));
             }
         }
     }

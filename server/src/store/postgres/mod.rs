@@ -672,7 +672,8 @@ pub(crate) async fn shrink_queue(
     }
     execute(
         tx,
-        "UPDATE queues SET messages = messages - $2, bytes = bytes - $3 WHERE identity_key = $1",
+        "UPDATE queues SET messages = greatest(messages - $2, 0), bytes = greatest(bytes - $3, 0) \
+         WHERE identity_key = $1",
         &[&identity.as_slice(), &int(gone.messages), &int(gone.bytes)],
     )
     .await?;
@@ -1133,13 +1134,21 @@ impl Store for PgStore {
                     by_queue.entry(row.get("identity_key")).or_default().push(row.get("seq"));
                 }
                 let identities: Vec<&[u8]> = by_queue.keys().map(Vec::as_slice).collect();
-                query(
+                // Queues busy with a user's write are left for the next sweep: the sweeper
+                // never makes a fetch or an enqueue wait behind it.
+                let locked = query(
                     tx,
-                    "SELECT 1 FROM queues WHERE identity_key = ANY($1) ORDER BY identity_key FOR UPDATE",
+                    "SELECT identity_key FROM queues WHERE identity_key = ANY($1) \
+                     ORDER BY identity_key FOR UPDATE SKIP LOCKED",
                     &[&identities],
                 )
                 .await?;
-                for (identity, seqs) in &by_queue {
+                let locked: std::collections::HashSet<Vec<u8>> =
+                    locked.iter().map(|r| r.get("identity_key")).collect();
+                if locked.len() < by_queue.len() {
+                    stats.more = true;
+                }
+                for (identity, seqs) in by_queue.iter().filter(|(i, _)| locked.contains(*i)) {
                     let identity: IdentityKey = fixed(identity, "identity key")?;
                     let row = query_one(
                         tx,
