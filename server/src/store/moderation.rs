@@ -7,7 +7,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use super::channels::{Actor, ChannelId, Refusal};
+use super::channels::{Actor, ChannelId, ChannelRole, Refusal};
 use super::{IdentityKey, SessionRecord, StoreError};
 
 /// Where a ban applies.
@@ -139,4 +139,55 @@ pub trait ModerationStore: Send + Sync + 'static {
         cursor: &[u8],
         limit: usize,
     ) -> impl Future<Output = Result<Page<BanRecord>, StoreError>> + Send;
+}
+
+/// The refusal of a server-wide ban (or unban) by someone who is not a server admin.
+pub(super) fn server_ban_refusal() -> Refusal {
+    Refusal::Forbidden(
+        "server-wide bans are for server administrators; give channel_id to ban from a channel you own or administer".into(),
+    )
+}
+
+/// Whether `actor` may ban `target` from a channel owned by `owner` (or lift its ban,
+/// `lifting`), given both their roles there (`None`: not a member). The one rule every
+/// backend applies, under its own lock of the channel.
+pub(super) fn may_ban_in_channel(
+    actor: Actor,
+    actor_role: Option<ChannelRole>,
+    target: &IdentityKey,
+    target_role: Option<ChannelRole>,
+    owner: &IdentityKey,
+    lifting: bool,
+) -> Result<(), Refusal> {
+    if !actor.server_admin {
+        match actor_role {
+            None => return Err(Refusal::NotMember),
+            Some(role) if !role.manages_members() => {
+                return Err(Refusal::Forbidden(
+                    "only the channel's owner or admins (or a server admin) may ban or unban in a channel".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if lifting {
+        return Ok(());
+    }
+    if *target == actor.identity {
+        return Err(Refusal::Invalid("you cannot ban yourself".into()));
+    }
+    if target == owner {
+        return Err(Refusal::Forbidden(
+            "the channel's owner cannot be banned from it".into(),
+        ));
+    }
+    if target_role == Some(ChannelRole::Admin)
+        && actor_role == Some(ChannelRole::Admin)
+        && !actor.server_admin
+    {
+        return Err(Refusal::Forbidden(
+            "a channel admin cannot ban another admin; ask the owner".into(),
+        ));
+    }
+    Ok(())
 }

@@ -13,10 +13,11 @@
 use fjall::OwnedWriteBatch;
 
 use super::{Engine, FjallStore, engine_err};
-use crate::store::channels::{Actor, ChannelId, ChannelRole, Refusal};
+use crate::store::channels::{Actor, ChannelId, Refusal};
 use crate::store::codec::{Reader, V1};
 use crate::store::moderation::{
-    BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord,
+    BanOutcome, BanRecord, BanScope, ModerationStore, Page, ReportRecord, may_ban_in_channel,
+    server_ban_refusal,
 };
 use crate::store::{IdentityKey, StoreError};
 
@@ -198,9 +199,7 @@ impl Engine {
                 return Ok(if actor.server_admin {
                     Ok(())
                 } else {
-                    Err(Refusal::Forbidden(
-                        "server-wide bans are for server administrators; give channel_id to ban from a channel you own or administer".into(),
-                    ))
+                    Err(server_ban_refusal())
                 });
             }
             BanScope::Channel(id) => id,
@@ -209,38 +208,15 @@ impl Engine {
             return Ok(Err(Refusal::NoChannel));
         };
         let actor_role = self.member_get(&channel, &actor.identity)?.map(|m| m.role);
-        if !actor.server_admin {
-            match actor_role {
-                None => return Ok(Err(Refusal::NotMember)),
-                Some(role) if !role.manages_members() => {
-                    return Ok(Err(Refusal::Forbidden(
-                        "only the channel's owner or admins (or a server admin) may ban or unban in a channel".into(),
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        if lifting {
-            return Ok(Ok(()));
-        }
-        if *target == actor.identity {
-            return Ok(Err(Refusal::Invalid("you cannot ban yourself".into())));
-        }
-        if *target == info.owner {
-            return Ok(Err(Refusal::Forbidden(
-                "the channel's owner cannot be banned from it".into(),
-            )));
-        }
         let target_role = self.member_get(&channel, target)?.map(|m| m.role);
-        if target_role == Some(ChannelRole::Admin)
-            && actor_role == Some(ChannelRole::Admin)
-            && !actor.server_admin
-        {
-            return Ok(Err(Refusal::Forbidden(
-                "a channel admin cannot ban another admin; ask the owner".into(),
-            )));
-        }
-        Ok(Ok(()))
+        Ok(may_ban_in_channel(
+            actor,
+            actor_role,
+            target,
+            target_role,
+            &info.owner,
+            lifting,
+        ))
     }
 
     fn ban(

@@ -19,9 +19,10 @@ use super::{
     PgError, PgStore, SESSION_COLUMNS, Tx, execute, fixed, int, query, query_opt, session_of, text,
     uint,
 };
+use crate::store::moderation::{may_ban_in_channel, server_ban_refusal};
 use crate::store::{
-    Actor, BanOutcome, BanRecord, BanScope, Channel, ChannelId, ChannelRole, IdentityKey,
-    ModerationStore, Page, Refusal, ReportRecord, StoreError,
+    Actor, BanOutcome, BanRecord, BanScope, Channel, ChannelId, IdentityKey, ModerationStore, Page,
+    Refusal, ReportRecord, StoreError,
 };
 
 /// Length of a report cursor: `created_at(8) ‖ id(16)`.
@@ -150,44 +151,15 @@ async fn may_ban_in(
     let actor_role = member_in(tx, &channel.id, &actor.identity)
         .await?
         .map(|m| m.role);
-    if !actor.server_admin {
-        match actor_role {
-            None => return Ok(Err(Refusal::NotMember)),
-            Some(role) if !role.manages_members() => {
-                return Ok(Err(Refusal::Forbidden(
-                    "only the channel's owner or admins (or a server admin) may ban or unban in a channel".into(),
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    if lifting {
-        return Ok(Ok(()));
-    }
-    if *target == actor.identity {
-        return Ok(Err(Refusal::Invalid("you cannot ban yourself".into())));
-    }
-    if *target == channel.owner {
-        return Ok(Err(Refusal::Forbidden(
-            "the channel's owner cannot be banned from it".into(),
-        )));
-    }
     let target_role = member_in(tx, &channel.id, target).await?.map(|m| m.role);
-    if target_role == Some(ChannelRole::Admin)
-        && actor_role == Some(ChannelRole::Admin)
-        && !actor.server_admin
-    {
-        return Ok(Err(Refusal::Forbidden(
-            "a channel admin cannot ban another admin; ask the owner".into(),
-        )));
-    }
-    Ok(Ok(()))
-}
-
-fn server_only() -> Refusal {
-    Refusal::Forbidden(
-        "server-wide bans are for server administrators; give channel_id to ban from a channel you own or administer".into(),
-    )
+    Ok(may_ban_in_channel(
+        actor,
+        actor_role,
+        target,
+        target_role,
+        &channel.owner,
+        lifting,
+    ))
 }
 
 impl ModerationStore for PgStore {
@@ -286,7 +258,7 @@ impl ModerationStore for PgStore {
                 match b.scope {
                     BanScope::Server => {
                         if !actor.server_admin {
-                            return Ok(Err(server_only()));
+                            return Ok(Err(server_ban_refusal()));
                         }
                         fits(&b.username)?;
                         // The account row first: a put_session holding it (FOR SHARE) commits
@@ -386,7 +358,7 @@ impl ModerationStore for PgStore {
                 let lifted = match scope {
                     BanScope::Server => {
                         if !actor.server_admin {
-                            return Ok(Err(server_only()));
+                            return Ok(Err(server_ban_refusal()));
                         }
                         query_opt(
                             tx,
