@@ -19,6 +19,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+/// The server's settings (after `-k <socket dir>`): socket only, room for parallel tests,
+/// and `fsync` on, so a commit means what it means in production.
+const SERVER_OPTIONS: &str = "-c listen_addresses= -c max_connections=400 -c fsync=on";
+
 /// A running throw-away PostgreSQL cluster.
 pub struct PgCluster {
     /// The cluster's directory: `data/` and the socket.
@@ -84,14 +88,15 @@ impl PgCluster {
 dir=$(mktemp -d /tmp/qpq-pg.XXXXXX)
 "{bin}/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || {{ cat "$dir/initdb.log" >&2; exit 1; }}
 sed -i '1i local all qpq_password_user scram-sha-256' "$dir/data/pg_hba.conf"
-"{bin}/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -c listen_addresses= -c max_connections=400 -c fsync=on" start >/dev/null
+"{bin}/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir {options}" start >/dev/null
 echo "$dir"
 set +e
 read -r _
 "{bin}/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1
 rm -rf "$dir"
 "#,
-            bin = bin.display()
+            bin = bin.display(),
+            options = SERVER_OPTIONS,
         );
         let mut cmd = if as_postgres {
             let mut c = Command::new("runuser");
@@ -164,12 +169,7 @@ rm -rf "$dir"
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let out = Command::new(self.bin.join("createdb"))
-            .arg("-h")
-            .arg(&self.dir)
-            .args(["-U", "postgres", &name])
-            .output()
-            .expect("run createdb");
+        let out = self.client_tool("createdb", &[&name]);
         assert!(
             out.status.success(),
             "createdb {name}: {}",
@@ -182,30 +182,15 @@ rm -rf "$dir"
     /// `from` are ended first: its server must be stopped.
     pub fn copy_database(&self, from: &str) -> String {
         let name = self.create_database();
-        let drop_new = Command::new(self.bin.join("dropdb"))
-            .arg("-h")
-            .arg(&self.dir)
-            .args(["-U", "postgres", &name])
-            .output()
-            .expect("run dropdb");
-        assert!(drop_new.status.success());
+        assert!(self.client_tool("dropdb", &[&name]).status.success());
         // A stopped in-process server's pool may still hold idle connections for a moment.
-        let _ = Command::new(self.bin.join("psql"))
-            .arg("-h")
-            .arg(&self.dir)
-            .args(["-U", "postgres", "-d", "postgres", "-qAt", "-c"])
-            .arg(format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{from}'"
-            ))
-            .output();
+        let terminate = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{from}'"
+        );
+        let _ = self.client_tool("psql", &["-d", "postgres", "-qAt", "-c", &terminate]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let out = Command::new(self.bin.join("createdb"))
-                .arg("-h")
-                .arg(&self.dir)
-                .args(["-U", "postgres", "-T", from, &name])
-                .output()
-                .expect("run createdb");
+            let out = self.client_tool("createdb", &["-T", from, &name]);
             if out.status.success() {
                 return name;
             }
@@ -221,6 +206,17 @@ rm -rf "$dir"
     /// The database name in a URL made by [`postgres_url`](Self::postgres_url).
     pub fn database_of(url: &str) -> &str {
         url.rsplit('/').next().unwrap_or(url)
+    }
+
+    /// Runs one of PostgreSQL's client programs against this cluster as `postgres`.
+    fn client_tool(&self, program: &str, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin.join(program))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", "postgres"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
@@ -257,10 +253,7 @@ rm -rf "$dir"
     /// Starts the cluster again after [`stop_immediate`](Self::stop_immediate).
     pub fn restart(&self) -> Result<(), String> {
         let log = self.dir.join("log");
-        let opts = format!(
-            "-k {} -c listen_addresses= -c max_connections=400 -c fsync=on",
-            self.dir.display()
-        );
+        let opts = format!("-k {} {SERVER_OPTIONS}", self.dir.display());
         self.pg_ctl(&["-l", &log.display().to_string(), "-w", "-o", &opts, "start"])
     }
 }

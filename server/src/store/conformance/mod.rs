@@ -50,13 +50,18 @@ use super::{
     SessionRecord, Store,
 };
 
-/// Reports a test that cannot run here: on stderr as `SKIPPED`, or, under `CI=true` (where
-/// everything a test needs is installed), as a failure.
+/// Reports a test that cannot run here: as `SKIPPED` on the process's standard error (written
+/// directly, past the test harness's capture, so a plain `cargo test` shows it), or, under
+/// `CI=true` (where everything a test needs is installed), as a failure.
 pub fn skip(test: &str, reason: &str) {
+    use std::io::Write as _;
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {reason}; CI installs this, so under CI=true the test fails");
+        panic!("{test}: {reason}; .ci/run provides this, so under CI=true the test fails");
     }
-    eprintln!("SKIPPED {test}: {reason} (under CI=true this fails)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {reason} (under CI=true this fails)"
+    );
 }
 
 /// A storage backend under test.
