@@ -288,11 +288,14 @@ async fn a_device_can_revoke_itself_and_gets_the_answer() {
 
 /// An HTTP server that records every request it gets and answers 201.
 async fn push_endpoint() -> (String, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let (base, requests) = push_server().await;
+    (format!("{base}/up/device-token-1"), requests)
+}
+
+/// [`push_endpoint`]'s server, as its base URL (any path is accepted).
+async fn push_server() -> (String, mpsc::UnboundedReceiver<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/up/device-token-1",
-        listener.local_addr().unwrap()
-    );
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -383,6 +386,53 @@ async fn an_offline_device_gets_a_content_free_wake_up_over_http() {
             String::from_utf8_lossy(secret)
         );
     }
+}
+
+/// Messages to many offline accounts in quick succession: each account's device is woken
+/// once, at its own endpoint (the worker reads the push tokens of waiting wake-ups together,
+/// and must not mix them up).
+#[tokio::test]
+async fn a_burst_to_many_offline_accounts_wakes_each_device() {
+    let server = TestServer::start_with(|c| c.push_allow_private_endpoints = true).await;
+    let (base, mut requests) = push_server().await;
+    let alice = server.user("alice").await;
+    const USERS: usize = 12;
+    for i in 0..USERS {
+        let name = format!("user{i}");
+        server.user(&name).await;
+        let device = [i as u8 + 1; 16];
+        let (client, session) = login(&server, &name, device).await;
+        register(&client, &session, device, "phone").await.unwrap();
+        let url = format!("{base}/up/{name}");
+        push_token(
+            &client,
+            &session.token,
+            &[],
+            proto::PushPlatform::UnifiedPush,
+            &url,
+        )
+        .await
+        .unwrap();
+        client.connection().close();
+        client.connection().closed().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..USERS {
+        alice.send_to_name(&format!("user{i}"), b"hello").await;
+    }
+    let mut woken = std::collections::BTreeMap::new();
+    while woken.len() < USERS {
+        let request = tokio::time::timeout(Duration::from_secs(5), requests.recv())
+            .await
+            .unwrap_or_else(|_| panic!("wake-ups of {woken:?} only"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&request);
+        let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+        *woken.entry(path).or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<String, i32> =
+        (0..USERS).map(|i| (format!("/up/user{i}"), 1)).collect();
+    assert_eq!(woken, expected);
 }
 
 /// An HTTPS server (certificate for `localhost` from a test CA) that records requests; returns

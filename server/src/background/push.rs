@@ -50,6 +50,8 @@ use crate::{Config, Messenger};
 pub(crate) const MAX_IN_FLIGHT: usize = 16;
 /// Identities that may wait for their wake-ups; beyond this a request is dropped (and logged).
 const QUEUE: usize = 4_096;
+/// Most accounts whose push tokens are read at once (one store read for a burst).
+const LOOKUP_BATCH: usize = 256;
 /// Longest a delivery may take (connect, send, read the status line).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Body of a UnifiedPush wake-up: fixed, carries nothing about the message.
@@ -480,20 +482,27 @@ pub(crate) async fn run<S: Store, G: PushGateway>(messenger: Arc<Messenger<S>>, 
     };
     let gateway = Arc::new(gateway);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(identity) = requests.recv().await {
-        messenger.push.pending().remove(&identity);
-        // A device may have connected meanwhile; it fetches by itself then.
-        if !messenger.live.connections_of(&identity).is_empty() {
+    let mut batch = Vec::with_capacity(LOOKUP_BATCH);
+    while requests.recv_many(&mut batch, LOOKUP_BATCH).await > 0 {
+        let mut identities = Vec::with_capacity(batch.len());
+        for identity in batch.drain(..) {
+            messenger.push.pending().remove(&identity);
+            // A device may have connected meanwhile; it fetches by itself then.
+            if messenger.live.connections_of(&identity).is_empty() {
+                identities.push(identity);
+            }
+        }
+        if identities.is_empty() {
             continue;
         }
-        let targets = match messenger.store.push_targets(&identity).await {
+        let targets = match messenger.store.push_targets(&identities).await {
             Ok(targets) => targets,
             Err(error) => {
-                tracing::warn!(%error, "could not read push tokens; no wake-up sent");
+                tracing::warn!(%error, accounts = identities.len(), "could not read push tokens; no wake-up sent");
                 continue;
             }
         };
-        for (device, token) in targets {
+        for (_, device, token) in targets {
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };

@@ -158,11 +158,14 @@ pub trait DeviceStore: Send + Sync + 'static {
         push: Option<PushToken>,
     ) -> impl Future<Output = Result<(), DeviceError>> + Send;
 
-    /// Active devices of the account that have a push token.
+    /// Active devices that have a push token, of the accounts in `identities` (one call for
+    /// many, so a burst of wake-ups costs one read): `(identity, device, token)`, grouped by
+    /// identity in the order asked, each account's devices in registration order. Unknown
+    /// identities have none; an identity asked twice is answered once.
     fn push_targets(
         &self,
-        identity: &IdentityKey,
-    ) -> impl Future<Output = Result<Vec<(DeviceId, PushToken)>, StoreError>> + Send;
+        identities: &[IdentityKey],
+    ) -> impl Future<Output = Result<Vec<(IdentityKey, DeviceId, PushToken)>, StoreError>> + Send;
 
     /// Records last-seen times `(identity, device, unix_ms)` of active registered devices
     /// (later times only; unknown devices are skipped).

@@ -341,7 +341,7 @@ pub enum Durability {
 ///
 /// Policy: a write that could not be made durable, and every call after such a failure,
 /// answers [`StoreError::Unavailable`]; never `Ok`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The username is registered already.

@@ -116,6 +116,50 @@ pub async fn sessions_put_get_expire_delete<B: Backend>(backend: &B) {
     assert_eq!(f.census().await, before);
 }
 
+/// Many look-ups at once (a store may answer them together): each gets its own session, an
+/// unknown, expired or deleted token gets none, and a deletion is seen by every look-up made
+/// after it returned.
+pub async fn concurrent_session_lookups_each_get_their_own_answer<B: Backend>(backend: &B) {
+    let f = Fixture::with_alice(backend).await;
+    let s = &f.store;
+    for token in 1..=40u8 {
+        let expires = if token.is_multiple_of(10) {
+            T0 + 5
+        } else {
+            T0 + 60_000
+        };
+        s.put_session(session(token, "alice", ALICE, expires))
+            .await
+            .unwrap();
+    }
+    f.advance(5);
+    let expected = |token: u8| {
+        (token <= 40 && !token.is_multiple_of(10))
+            .then(|| session(token, "alice", ALICE, T0 + 60_000))
+    };
+    for round in 0..3 {
+        let mut tasks = Vec::new();
+        for token in (1..=60u8).chain(1..=60u8) {
+            let s = f.store.clone();
+            tasks.push(tokio::spawn(async move {
+                (token, s.session_by_token_hash(&[token; 32]).await)
+            }));
+        }
+        for t in tasks {
+            let (token, got) = t.await.unwrap();
+            let want = if round > 0 && token <= 5 {
+                None
+            } else {
+                expected(token)
+            };
+            assert_eq!(got.unwrap(), want, "token {token}, round {round}");
+        }
+        for token in 1..=5u8 {
+            s.delete_session(&[token; 32]).await.unwrap();
+        }
+    }
+}
+
 pub async fn delete_account_removes_everything<B: Backend>(backend: &B) {
     let f = Fixture::with_alice(backend).await;
     let s = &f.store;
@@ -283,10 +327,10 @@ pub async fn account_deletion_removes_devices_tokens_bundle_and_endpoints<B: Bac
     }
     s.delete_account("alice").await.unwrap();
     assert!(s.devices_of(&ALICE).await.unwrap().is_empty());
-    assert!(s.push_targets(&ALICE).await.unwrap().is_empty());
+    assert!(s.push_targets(&[ALICE]).await.unwrap().is_empty());
     assert!(s.recovery_bundle(&ALICE).await.unwrap().is_none());
     assert!(s.endpoints_of(&ALICE, T0).await.unwrap().is_empty());
-    assert_eq!(s.push_targets(&BOB).await.unwrap().len(), 1);
+    assert_eq!(s.push_targets(&[BOB]).await.unwrap().len(), 1);
     // Only bob's records remain: a twin in which alice never had any holds as many.
     let twin = Fixture::with_alice(backend).await;
     twin.store

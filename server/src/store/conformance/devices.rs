@@ -2,7 +2,7 @@
 //! session), revocation (tombstones that refuse the id for good, bound sessions ended, push
 //! token and endpoint dropped), push tokens and last-seen times.
 
-use super::{ALICE, BOB, Backend, Fixture, T0, session};
+use super::{ALICE, BOB, Backend, Fixture, T0, account, session};
 use crate::store::{
     DeviceError, DeviceId, DeviceRecord, DeviceStore, EndpointRecord, P2pStore, PushPlatform,
     PushToken, SessionRecord, Store, StoreError,
@@ -125,7 +125,7 @@ pub async fn revocation_ends_sessions_and_refuses_the_id_for_good<B: Backend>(ba
         assert_eq!(s.session_by_token_hash(&[token; 32]).await.unwrap(), None);
     }
     assert!(s.session_by_token_hash(&[3; 32]).await.unwrap().is_some());
-    assert!(s.push_targets(&ALICE).await.unwrap().is_empty());
+    assert!(s.push_targets(&[ALICE]).await.unwrap().is_empty());
     assert!(s.endpoints_of(&ALICE, T0).await.unwrap().is_empty());
     let tombstone = &s.devices_of(&ALICE).await.unwrap()[0];
     assert_eq!(tombstone.revoked_at_ms, Some(T0 + 9));
@@ -183,15 +183,37 @@ pub async fn push_tokens_and_last_seen_times<B: Backend>(backend: &B) {
         .await
         .unwrap();
     assert_eq!(
-        s.push_targets(&ALICE).await.unwrap(),
-        vec![([2; 16], push("http://push.example.org/b"))]
+        s.push_targets(&[ALICE]).await.unwrap(),
+        vec![(ALICE, [2; 16], push("http://push.example.org/b"))]
     );
+    // Several accounts in one read: in the order asked, each once, unknown ones have none.
+    s.create_account(account("bob", BOB)).await.unwrap();
+    for id in [4, 3] {
+        s.register_device(&BOB, &[0; 32], device(id, T0 + u64::from(id)), 4)
+            .await
+            .unwrap();
+        let url = format!("http://push.example.org/bob{id}");
+        s.set_push_token(&BOB, &[id; 16], Some(push(&url)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.push_targets(&[BOB, [0x77; 32], ALICE, BOB])
+            .await
+            .unwrap(),
+        vec![
+            (BOB, [3; 16], push("http://push.example.org/bob3")),
+            (BOB, [4; 16], push("http://push.example.org/bob4")),
+            (ALICE, [2; 16], push("http://push.example.org/b")),
+        ]
+    );
+    assert!(s.push_targets(&[]).await.unwrap().is_empty());
     assert!(matches!(
         s.set_push_token(&ALICE, &[3; 16], Some(push("x"))).await,
         Err(DeviceError::NotFound)
     ));
     s.set_push_token(&ALICE, &[2; 16], None).await.unwrap();
-    assert!(s.push_targets(&ALICE).await.unwrap().is_empty());
+    assert!(s.push_targets(&[ALICE]).await.unwrap().is_empty());
 
     // Later times only; unknown devices and accounts are skipped.
     s.record_last_seen(vec![

@@ -259,6 +259,7 @@ macro_rules! store_conformance_suite {
                 account_uniqueness_and_lookup,
                 concurrent_registrations_of_one_name_admit_one,
                 sessions_put_get_expire_delete,
+                concurrent_session_lookups_each_get_their_own_answer,
                 delete_account_removes_everything,
                 reopen_finds_everything_acknowledged,
                 a_failed_commit_answers_unavailable_never_ok,

@@ -368,15 +368,22 @@ impl DeviceStore for FjallStore {
 
     async fn push_targets(
         &self,
-        identity: &IdentityKey,
-    ) -> Result<Vec<(DeviceId, PushToken)>, StoreError> {
-        let identity = *identity;
+        identities: &[IdentityKey],
+    ) -> Result<Vec<(IdentityKey, DeviceId, PushToken)>, StoreError> {
+        let mut asked = identities.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        asked.retain(|i| seen.insert(*i));
         self.blocking(move |e| {
-            Ok(e.devices_of(&identity)?
-                .into_iter()
-                .filter(|d| d.revoked_at_ms.is_none())
-                .filter_map(|d| Some((d.id, d.push?)))
-                .collect())
+            let mut out = Vec::new();
+            for identity in asked {
+                out.extend(
+                    e.devices_of(&identity)?
+                        .into_iter()
+                        .filter(|d| d.revoked_at_ms.is_none())
+                        .filter_map(|d| Some((identity, d.id, d.push?))),
+                );
+            }
+            Ok(out)
         })
         .await
     }

@@ -285,31 +285,46 @@ impl DeviceStore for PgStore {
 
     async fn push_targets(
         &self,
-        identity: &IdentityKey,
-    ) -> Result<Vec<(DeviceId, PushToken)>, StoreError> {
-        self.read(|c, _| {
-            Box::pin(async move {
-                let rows = query(
-                    c,
-                    &format!(
-                        "SELECT {DEVICE_COLUMNS} FROM devices WHERE identity_key = $1 \
-                         AND revoked_at_ms IS NULL AND push_platform IS NOT NULL \
-                         ORDER BY created_at_ms, device_id"
-                    ),
-                    &[&identity.as_slice()],
-                )
-                .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let d = device_of(row)?;
-                    if let Some(push) = d.push {
-                        out.push((d.id, push));
+        identities: &[IdentityKey],
+    ) -> Result<Vec<(IdentityKey, DeviceId, PushToken)>, StoreError> {
+        let mut asked = identities.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        asked.retain(|i| seen.insert(*i));
+        let keys: Vec<&[u8]> = asked.iter().map(|i| i.as_slice()).collect();
+        let mut found = self
+            .read(|c, _| {
+                Box::pin(async move {
+                    let rows = query(
+                        c,
+                        &format!(
+                            "SELECT identity_key, {DEVICE_COLUMNS} FROM devices \
+                             WHERE identity_key = ANY($1) \
+                             AND revoked_at_ms IS NULL AND push_platform IS NOT NULL \
+                             ORDER BY identity_key, created_at_ms, device_id"
+                        ),
+                        &[&keys],
+                    )
+                    .await?;
+                    let mut found: BTreeMap<IdentityKey, Vec<(DeviceId, PushToken)>> =
+                        BTreeMap::new();
+                    for row in &rows {
+                        let identity = fixed(row.get("identity_key"), "identity key")?;
+                        let d = device_of(row)?;
+                        if let Some(push) = d.push {
+                            found.entry(identity).or_default().push((d.id, push));
+                        }
                     }
-                }
-                Ok(out)
+                    Ok(found)
+                })
             })
-        })
-        .await
+            .await?;
+        let mut out = Vec::new();
+        for identity in asked {
+            for (device, push) in found.remove(&identity).unwrap_or_default() {
+                out.push((identity, device, push));
+            }
+        }
+        Ok(out)
     }
 
     async fn record_last_seen(

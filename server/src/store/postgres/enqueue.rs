@@ -1,11 +1,10 @@
 //! Enqueue on PostgreSQL, and its group commit.
 //!
-//! Every [`Store::enqueue`](crate::store::Store::enqueue) call goes to one task per store,
-//! which gathers the calls waiting at that moment (up to [`MAX_BATCH_CALLS`] calls and
-//! [`MAX_BATCH_BYTES`] payload bytes) and writes them in one transaction: one round of row
-//! locks, one multi-row insert, one commit and so one WAL flush for all of them. At most
-//! [`CONCURRENT_BATCHES`] such transactions run at once; while they do, new calls queue up
-//! for the next batch, so batches grow with load instead of the flushes.
+//! Every [`Store::enqueue`](crate::store::Store::enqueue) call goes to one of a few gathering
+//! tasks (`gather.rs`; [`SHARDS`], chosen by recipient, limits in [`BATCHES`]), which writes
+//! the calls waiting at that moment in one transaction: one round of row locks, one multi-row
+//! insert, one commit and so one WAL flush for all of them. While a task's transaction runs,
+//! new calls queue up for its next batch, so batches grow with load instead of the flushes.
 //!
 //! Each call is judged on its own inside the batch (its recipients must exist, its queues
 //! must take it), against the queue counters as the earlier calls of the batch left them, so
@@ -14,82 +13,66 @@
 //! call that PostgreSQL refuses cannot fail the others.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
-
+use super::gather::{self, Gather, Limits, Reply};
 use super::{PgError, Shared, Tx, drop_expired, fixed, int, query, transact, uint};
 use crate::store::{Clock, IdentityKey, NewMessage, QueueDepth, QueueLimits, Seq, StoreError};
 
 /// Longest sender name a message may carry (the embedded store's record bound too).
 const MAX_SENDER_BYTES: usize = u16::MAX as usize;
-/// Most enqueue calls written in one transaction.
-const MAX_BATCH_CALLS: usize = 256;
-/// Most payload bytes written in one transaction (a call larger than this goes alone).
-const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Most batch transactions in flight at once (each holds one pooled connection).
-const CONCURRENT_BATCHES: usize = 4;
-/// Calls waiting for a batch before `enqueue` itself waits (bounds the memory they hold).
-const WAITING_CALLS: usize = 4096;
+/// Gathering tasks, each writing one batch at a time. A call goes to the task its first
+/// recipient hashes to, so the two batches in flight lock disjoint queue rows (unless a call
+/// names recipients of both tasks; then the sorted lock order keeps them deadlock-free), and
+/// one task's transaction works while the other's waits for its WAL flush. Measured at 256
+/// calls in flight (docs/BENCHMARKS.md): four batches in flight from one shared set waited on
+/// each other's row locks through every flush; with one batch per task, two tasks gave the
+/// most throughput (fewer, larger batches cost PostgreSQL less per message than eight).
+const SHARDS: usize = 2;
+/// How one task's batches grow: at most 256 calls and 16 MiB of payload per transaction,
+/// one transaction at a time (one pooled connection), 1024 calls waiting.
+const BATCHES: Limits = Limits {
+    calls: 256,
+    bytes: 16 * 1024 * 1024,
+    concurrent: 1,
+    waiting: 1024,
+};
 
 type Deliveries = Vec<(IdentityKey, NewMessage)>;
-type Reply = oneshot::Sender<Result<Vec<Seq>, StoreError>>;
 
-/// The handle of the enqueue task; dropping the last one ends the task after its batches.
+/// The handle of the enqueue tasks; dropping it ends the tasks after their batches.
 pub(super) struct Enqueuer {
-    calls: mpsc::Sender<(Deliveries, Reply)>,
+    shards: Vec<Gather<Deliveries, Vec<Seq>>>,
+    /// Keyed, so the recipients a caller picks do not choose which task their calls share.
+    hasher: RandomState,
 }
 
 impl Enqueuer {
     pub(super) fn start(pool: Arc<Shared>, limits: QueueLimits, clock: Clock) -> Self {
-        let (calls, rx) = mpsc::channel(WAITING_CALLS);
-        tokio::spawn(run(pool, limits, clock, rx));
-        Self { calls }
+        let shards = (0..SHARDS)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                let clock = clock.clone();
+                Gather::start("enqueue", BATCHES, payload_bytes, move |batch| {
+                    let pool = Arc::clone(&pool);
+                    let clock = clock.clone();
+                    async move { write_batch(&pool, limits, &clock, batch).await }
+                })
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: RandomState::new(),
+        }
     }
 
     pub(super) async fn enqueue(&self, deliveries: Deliveries) -> Result<Vec<Seq>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.calls
-            .send((deliveries, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("the enqueue task has stopped".into()))?;
-        answer.await.map_err(|_| {
-            StoreError::Unavailable("the enqueue task stopped before it answered; retry".into())
-        })?
-    }
-}
-
-async fn run(
-    pool: Arc<Shared>,
-    limits: QueueLimits,
-    clock: Clock,
-    mut rx: mpsc::Receiver<(Deliveries, Reply)>,
-) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
+        let shard = match deliveries.first() {
+            Some((recipient, _)) => self.hasher.hash_one(recipient) as usize % self.shards.len(),
+            None => 0,
         };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut bytes = payload_bytes(&first.0);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_CALLS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(call) => {
-                    bytes += payload_bytes(&call.0);
-                    batch.push(call);
-                }
-                Err(_) => break,
-            }
-        }
-        let pool = Arc::clone(&pool);
-        let clock = clock.clone();
-        tokio::spawn(async move {
-            write_batch(&pool, limits, &clock, batch).await;
-            drop(slot);
-        });
+        self.shards[shard].call(deliveries).await
     }
 }
 
@@ -101,9 +84,9 @@ async fn write_batch(
     pool: &Shared,
     limits: QueueLimits,
     clock: &Clock,
-    batch: Vec<(Deliveries, Reply)>,
+    batch: Vec<(Deliveries, Reply<Vec<Seq>>)>,
 ) {
-    let (calls, replies): (Vec<Deliveries>, Vec<Reply>) = batch.into_iter().unzip();
+    let (calls, replies): (Vec<Deliveries>, Vec<Reply<Vec<Seq>>>) = batch.into_iter().unzip();
     let outcome = {
         let calls = &calls;
         transact(pool, "enqueue", &mut |tx, _| {
@@ -133,16 +116,7 @@ async fn write_batch(
                 let _ = reply.send(answer);
             }
         }
-        Err(e) => {
-            let why = e.to_string();
-            let mut first = Some(e);
-            for reply in replies {
-                let answer = first
-                    .take()
-                    .unwrap_or_else(|| StoreError::Unavailable(why.clone()));
-                let _ = reply.send(Err(answer));
-            }
-        }
+        Err(e) => gather::fail_all(replies, &e),
     }
 }
 

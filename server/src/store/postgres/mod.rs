@@ -36,9 +36,11 @@
 //!
 //! # Group commit
 //!
-//! Concurrent [`Store::enqueue`] calls of one instance are gathered by one task and written in
-//! one transaction (one WAL flush), each call judged on its own against the queue caps: see
-//! `enqueue.rs`.
+//! Concurrent [`Store::enqueue`] calls of one instance are gathered and written in one
+//! transaction (one WAL flush), each call judged on its own against the queue caps: see
+//! `enqueue.rs`. Concurrent session look-ups (one per authenticated request) are gathered the
+//! same way into one select (`gather.rs`); a look-up still sees every change committed before
+//! it was made.
 
 mod admin;
 mod blobs;
@@ -46,6 +48,7 @@ mod channels;
 mod devices;
 mod enqueue;
 mod federation;
+mod gather;
 mod keys;
 mod kt;
 mod migrate;
@@ -132,6 +135,8 @@ struct Inner {
     limits: QueueLimits,
     clock: Clock,
     enqueuer: enqueue::Enqueuer,
+    /// Session look-ups by token hash, gathered (one select for all waiting at a time).
+    sessions: gather::Gather<[u8; 32], Option<SessionRecord>>,
     /// Where the database is, for messages (host, port, database; never the password).
     target: String,
 }
@@ -390,12 +395,27 @@ impl PgStore {
         });
         let enqueuer =
             enqueue::Enqueuer::start(Arc::clone(&shared), options.limits, options.clock.clone());
+        let sessions = {
+            let shared = Arc::clone(&shared);
+            let clock = options.clock.clone();
+            gather::Gather::start(
+                "session look-up",
+                SESSION_LOOKUPS,
+                |_| 32,
+                move |batch| {
+                    let shared = Arc::clone(&shared);
+                    let now = clock.unix_ms();
+                    async move { look_up_sessions(&shared, now, batch).await }
+                },
+            )
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
                 limits: options.limits,
                 clock: options.clock,
                 enqueuer,
+                sessions,
                 target,
             }),
         })
@@ -594,6 +614,55 @@ fn session_of(row: &Row) -> Result<SessionRecord, StoreError> {
         expires_at_ms: uint(row.get("expires_at_ms"))?,
         login_at_ms: uint(row.get("login_at_ms"))?,
     })
+}
+
+/// How session look-ups are gathered: every authenticated request makes one, so under load
+/// one indexed select answers up to 256 of them; two run at once.
+const SESSION_LOOKUPS: gather::Limits = gather::Limits {
+    calls: 256,
+    bytes: usize::MAX,
+    concurrent: 2,
+    waiting: 4096,
+};
+
+/// Answers a batch of session look-ups (live sessions only) with one select.
+async fn look_up_sessions(
+    shared: &Shared,
+    now_ms: u64,
+    batch: Vec<([u8; 32], gather::Reply<Option<SessionRecord>>)>,
+) {
+    let hashes: Vec<&[u8]> = batch.iter().map(|(h, _)| h.as_slice()).collect();
+    let rows = async {
+        let c = shared.pool.get().await.map_err(pool_err)?;
+        let rows = query(
+            &c,
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions \
+                 WHERE token_hash = ANY($1) AND expires_at_ms > $2"
+            ),
+            &[&hashes, &int(now_ms)],
+        )
+        .await?;
+        Ok::<_, StoreError>(rows)
+    }
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => return gather::fail_all(batch.into_iter().map(|(_, r)| r), &e),
+    };
+    let mut found: BTreeMap<&[u8], Result<SessionRecord, StoreError>> = BTreeMap::new();
+    for row in &rows {
+        let hash: &[u8] = row.get("token_hash");
+        found.insert(hash, session_of(row));
+    }
+    for (hash, reply) in batch {
+        let answer = match found.get(hash.as_slice()) {
+            None => Ok(None),
+            Some(Ok(record)) => Ok(Some(record.clone())),
+            Some(Err(e)) => Err(e.clone()),
+        };
+        let _ = reply.send(answer);
+    }
 }
 
 const MESSAGE_COLUMNS: &str =
@@ -877,21 +946,7 @@ impl Store for PgStore {
         &self,
         token_hash: &[u8; 32],
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let now = int(self.now());
-        self.read(|c, _| {
-            Box::pin(async move {
-                let row = query_opt(
-                    c,
-                    &format!(
-                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1 AND expires_at_ms > $2"
-                    ),
-                    &[&token_hash.as_slice(), &now],
-                )
-                .await?;
-                Ok(row.map(|r| session_of(&r)).transpose()?)
-            })
-        })
-        .await
+        self.inner.sessions.call(*token_hash).await
     }
 
     async fn delete_session(
