@@ -121,6 +121,14 @@ fn only_the_postgres_backend_names_its_client_crates() {
 }
 
 #[test]
+fn only_the_nats_bus_names_its_client_crate() {
+    assert_eq!(
+        crate_users("server/src", "async_nats", &["server/src/bus/nats.rs"]),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
 fn only_auth_modules_name_opaque_ke() {
     for crate_dir in ["server/src", "client/src"] {
         let auth = format!("{crate_dir}/auth");

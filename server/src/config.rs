@@ -43,6 +43,18 @@ pub struct Config {
     #[arg(long, env = "QPQ_STORE", default_value = "embedded")]
     pub store: StoreChoice,
 
+    /// How several instances of one domain tell each other about new messages and ended
+    /// sessions: `local` (the default: one instance, nothing crosses processes) or a NATS URL,
+    /// `nats://[USER:PASSWORD@]HOST:PORT`, shared by every instance (with a shared
+    /// PostgreSQL `--store`). Bus messages are hints: parked waits also re-read the store.
+    #[arg(long, env = "QPQ_BUS", default_value = "local")]
+    pub bus: BusChoice,
+
+    /// With a NATS `--bus`: how often (ms, 100 to 5000) a parked FetchWait re-reads its queue
+    /// and session, so a lost bus message or a NATS outage delays but never loses.
+    #[arg(long, env = "QPQ_BUS_RECHECK_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=5000))]
+    pub bus_recheck_ms: u64,
+
     /// TLS certificate (DER). Generated with its key when both are missing.
     /// [default: <data-dir>/server-cert.der]
     #[arg(long, env = "QPQ_TLS_CERT")]
@@ -253,6 +265,47 @@ impl std::str::FromStr for StoreChoice {
             return Ok(StoreChoice::Postgres(s.to_owned()));
         }
         Err("--store takes `embedded` or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".into())
+    }
+}
+
+/// The instance bus chosen by `--bus`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    /// One instance: wake-ups and revocations stay in the process.
+    Local,
+    /// A NATS server at this URL, shared by the domain's instances.
+    Nats(String),
+}
+
+// The URL may hold a password: never print it.
+impl std::fmt::Debug for BusChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusChoice::Local => f.write_str("Local"),
+            BusChoice::Nats(_) => f.write_str("Nats(<url>)"),
+        }
+    }
+}
+
+impl std::str::FromStr for BusChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "local" {
+            return Ok(BusChoice::Local);
+        }
+        if let Some(rest) = s.strip_prefix("nats://") {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            let host = host.split('/').next().unwrap_or_default();
+            if host.is_empty() {
+                return Err(
+                    "--bus: the NATS URL has no HOST:PORT; use nats://[USER:PASSWORD@]HOST:PORT"
+                        .into(),
+                );
+            }
+            return Ok(BusChoice::Nats(s.to_owned()));
+        }
+        Err("--bus takes `local` or a NATS URL (nats://[USER:PASSWORD@]HOST:PORT)".into())
     }
 }
 

@@ -28,6 +28,7 @@ pub mod testing;
 
 mod api;
 mod background;
+mod bus;
 mod config;
 mod errors;
 mod federation;
@@ -51,7 +52,7 @@ use crate::store::{
     Durability, FjallStore, PgOptions, PgStore, QueueLimits, StorageEngine, Store, StoreOptions,
 };
 
-pub use config::{Command, Config, ConfigError, LogFormat, PeerConfig, StoreChoice};
+pub use config::{BusChoice, Command, Config, ConfigError, LogFormat, PeerConfig, StoreChoice};
 pub use limits::{Rate, RateLimitSetting, Scope};
 
 /// The server's state, shared by every call. `S` is the storage backend.
@@ -74,6 +75,8 @@ pub struct Messenger<S: Store> {
     rate_limits: limits::classes::RateLimiter,
     /// Federation peers and the links to them (see `federation/`).
     federation: federation::Federation,
+    /// Where wake-ups and revocations go to the other instances (see `bus`).
+    bus: bus::Bus,
     /// The one clock of the server.
     clock: Clock,
 }
@@ -106,6 +109,7 @@ impl<S: Store> Messenger<S> {
             live: Arc::new(Live::new(clock.clone())),
             push: background::push::PushQueue::default(),
             seen: api::device::SeenDevices::default(),
+            bus: bus::Bus::Local,
             clock,
         })
     }
@@ -199,6 +203,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let clock = Clock::system();
     let opaque = OpaqueServer::load_or_create_with(&config.data_dir, login, clock.clone())
         .context("could not load or create the OPAQUE server setup")?;
+    if matches!(config.bus, BusChoice::Nats(_)) && config.store == StoreChoice::Embedded {
+        anyhow::bail!(
+            "--bus nats://… joins instances that share one store, but --store is the embedded \
+             one (its own directory per instance): give every instance the same --store postgres://…"
+        );
+    }
     match &config.store {
         StoreChoice::Embedded => {
             let store = open_embedded_store(&config, clock.clone()).await?;
@@ -261,9 +271,20 @@ async fn serve<S: Store>(
     let metrics = Arc::new(ops::metrics::Metrics::new(ops::metrics::gauges(
         store.clone(),
     )));
+    let (bus, subscription) = match &config.bus {
+        BusChoice::Local => (bus::Bus::Local, None),
+        BusChoice::Nats(url) => {
+            let (publisher, subscription) = bus::nats::connect(url, config.domain.as_deref())
+                .await
+                .context("could not start the instance bus")?
+                .split();
+            (bus::Bus::Nats(publisher), Some(subscription))
+        }
+    };
     let messenger = Arc::new(
         Messenger::new(config.clone(), store, opaque, clock)?
-            .with_federation_identity(&identity)?,
+            .with_federation_identity(&identity)?
+            .with_bus(bus),
     );
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let mut options = ServerOptions::default();
@@ -284,6 +305,12 @@ async fn serve<S: Store>(
         metrics_addr = Some(listener.local_addr()?);
         tracing::info!(addr = %listen, "serving Prometheus metrics at /metrics");
         tasks.push(tokio::spawn(ops::metrics::serve(listener, metrics)));
+    }
+    if let Some(subscription) = subscription {
+        tasks.push(tokio::spawn(bus::nats::run(
+            messenger.clone(),
+            subscription,
+        )));
     }
     tasks.push(tokio::spawn(background::presence::run(messenger.clone())));
     if let Some(engine) = &engine {

@@ -1,4 +1,5 @@
-//! Test support: a throw-away PostgreSQL cluster for the PostgreSQL backend's tests.
+//! Test support: a throw-away PostgreSQL cluster for the PostgreSQL backend's tests, and a
+//! throw-away `nats-server` for the tests of several instances ([`NatsServer`]).
 //!
 //! Not for production use; public so the integration tests in `tests/` can start one too.
 //!
@@ -265,5 +266,120 @@ impl Drop for PgCluster {
             drop(stdin);
             let _ = child.wait();
         }
+    }
+}
+
+/// A throw-away `nats-server` for the instance-bus tests, on a free loopback port.
+///
+/// The binary is found in `QPQ_NATS_BIN`, then on `PATH`, then as Debian installs it. As with
+/// [`PgCluster`], a keeper shell holds the server: it stops when the test process exits,
+/// however it exits. [`NatsServer::stop`] and [`NatsServer::start_again`] take it away and
+/// bring it back on the same port (a NATS outage).
+pub struct NatsServer {
+    port: u16,
+    keeper: Mutex<(Child, ChildStdin, BufReader<std::process::ChildStdout>)>,
+}
+
+impl std::fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsServer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+fn nats_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("QPQ_NATS_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+impl NatsServer {
+    /// Starts a server; `Err` says what is missing.
+    pub fn start() -> Result<Self, String> {
+        let bin = nats_bin().ok_or_else(|| {
+            "nats-server not found; install Debian's `nats-server` or set QPQ_NATS_BIN".to_string()
+        })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let script = format!(
+            r#"log=$(mktemp /tmp/qpq-nats.XXXXXX)
+up() {{ "{bin}" -a 127.0.0.1 -p {port} >>"$log" 2>&1 & pid=$!; }}
+up
+while read -r cmd; do
+  case "$cmd" in
+    stop) kill "$pid"; wait "$pid" 2>/dev/null ;;
+    start) up ;;
+  esac
+  echo done
+done
+kill "$pid" 2>/dev/null
+rm -f "$log"
+"#,
+            bin = bin.display(),
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run the nats-server keeper shell: {e}"))?;
+        let stdin = child.stdin.take().ok_or("keeper without stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("keeper without stdout")?);
+        let server = Self {
+            port,
+            keeper: Mutex::new((child, stdin, stdout)),
+        };
+        server.wait_listening()?;
+        Ok(server)
+    }
+
+    /// The URL instances connect to.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn command(&self, cmd: &str) -> Result<(), String> {
+        let mut keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, stdin, stdout) = &mut *keeper;
+        writeln!(stdin, "{cmd}").map_err(|e| format!("keeper shell: {e}"))?;
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("keeper shell: {e}"))?;
+        Ok(())
+    }
+
+    fn wait_listening(&self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("nats-server did not listen on port {}", self.port));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the server (clients see it gone) until [`NatsServer::start_again`].
+    pub fn stop(&self) -> Result<(), String> {
+        self.command("stop")
+    }
+
+    /// Starts the server again on the same port and waits until it listens.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.command("start")?;
+        self.wait_listening()
     }
 }

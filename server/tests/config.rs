@@ -186,3 +186,58 @@ fn the_store_setting_chooses_the_backend_and_says_what_is_wrong() {
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert!(!dir.path().join("copy").exists());
 }
+
+#[test]
+fn the_bus_setting_joins_instances_and_says_what_is_wrong() {
+    use qpq_server::BusChoice;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qpq.toml");
+    std::fs::write(
+        &file,
+        "bus = \"nats://127.0.0.1:4222\"\nbus_recheck_ms = 750\n",
+    )
+    .unwrap();
+    let config = Config::load_from(["qpq-server", "--config", file.to_str().unwrap()]).unwrap();
+    assert_eq!(config.bus, BusChoice::Nats("nats://127.0.0.1:4222".into()));
+    assert_eq!(config.bus_recheck_ms, 750);
+    let default = Config::load_from(["qpq-server"]).unwrap();
+    assert_eq!(default.bus, BusChoice::Local);
+    assert_eq!(default.bus_recheck_ms, 5000);
+    // The password never shows in the configuration's debug output.
+    let with_password = Config::load_from([
+        "qpq-server",
+        "--bus",
+        "nats://qpq:secret-word@nats.example:4222",
+    ])
+    .unwrap();
+    assert!(!format!("{with_password:?}").contains("secret-word"));
+
+    for (args, expected) in [
+        (&["--bus", "redis://x"][..], "NATS URL"),
+        (&["--bus", "nats://"][..], "HOST:PORT"),
+        (&["--bus-recheck-ms", "9000"][..], "100..=5000"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Instances cannot share the embedded store: refused before anything listens.
+    let output = Command::new(env!("CARGO_BIN_EXE_qpq-server"))
+        .args([
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--bus",
+            "nats://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--store postgres://"), "{stderr}");
+}

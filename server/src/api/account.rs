@@ -71,7 +71,7 @@ impl<S: Store> AccountService for Messenger<S> {
             .map_err(errors::store)?;
         let mut sessions: Vec<[u8; 32]> = deleted.sessions.iter().map(|s| s.token_hash).collect();
         sessions.push(ctx.auth().session_id);
-        self.live.revoke(
+        self.end_sessions(
             &identity,
             &sessions,
             Some(ctx.connection().id()),

@@ -17,7 +17,7 @@ use crate::live::{Live, SessionId};
 use crate::store::{
     IdentityKey, NewMessage, QueuePage, QueuedMessage, Refusal, Seq, Store, StoreError,
 };
-use crate::{Messenger, errors};
+use crate::{Messenger, bus, errors};
 
 /// Page size when the request says 0.
 const DEFAULT_PAGE: usize = 100;
@@ -161,10 +161,13 @@ impl<S: Store> Messenger<S> {
     pub(crate) fn announce(&self, recipient: &IdentityKey, seq: Seq, message: &NewMessage) {
         self.live.wake(recipient);
         let connections = self.live.connections_of(recipient);
+        let shared = self.bus.is_shared();
         if connections.is_empty() {
-            // Nobody is connected: wake the devices that have push tokens.
+            // Nobody is connected here: wake the devices that have push tokens.
             self.push.request(*recipient);
-            return;
+            if !shared {
+                return;
+            }
         }
         let small = message.payload.len() <= PUSH_PAYLOAD_MAX;
         let event = proto::NewMessageEvent {
@@ -186,6 +189,12 @@ impl<S: Store> Messenger<S> {
         for connection in connections {
             // A full push buffer only loses the hint; the queue still has the message.
             let _ = connection.push().push_new_message(&event);
+        }
+        if shared {
+            self.bus.publish(bus::Event::Wake {
+                identity: *recipient,
+                message: event,
+            });
         }
     }
 
@@ -314,10 +323,28 @@ impl<S: Store> DeliveryService for Messenger<S> {
                 });
             }
             let revoked = parked.revoked.as_mut().ok_or_else(Status::internal)?;
+            // With instances sharing a bus, wake-ups and revocations are hints: re-read the
+            // queue and the session at a bounded interval (see `bus`).
+            let recheck = if self.bus.is_shared() {
+                (tokio::time::Instant::now() + self.recheck_interval()).min(deadline)
+            } else {
+                deadline
+            };
             tokio::select! {
                 () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    return Ok(proto::FetchWaitResponse { messages: Vec::new(), more: false });
+                () = tokio::time::sleep_until(recheck) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(proto::FetchWaitResponse { messages: Vec::new(), more: false });
+                    }
+                    if self
+                        .store
+                        .session_by_token_hash(&ctx.auth().session_id)
+                        .await
+                        .map_err(errors::store)?
+                        .is_none()
+                    {
+                        return Err(Status::unauthorized("session was revoked; log in again"));
+                    }
                 }
                 _ = revoked.changed() => {
                     return Err(Status::unauthorized("session was revoked; log in again"));

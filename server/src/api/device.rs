@@ -256,7 +256,7 @@ impl<S: Store> DeviceService for Messenger<S> {
         self.seen.forget(&identity, &id);
         let sessions: Vec<[u8; 32]> = ended.iter().map(|s| s.token_hash).collect();
         // The caller's connection is spared so it gets this answer (see the module doc).
-        self.live.revoke(
+        self.end_sessions(
             &identity,
             &sessions,
             Some(ctx.connection().id()),

@@ -229,8 +229,7 @@ impl<S: Store> ModerationService for Messenger<S> {
             None => {
                 let sessions: Vec<[u8; 32]> =
                     outcome.sessions.iter().map(|s| s.token_hash).collect();
-                self.live
-                    .revoke(&target, &sessions, None, "banned from this server");
+                self.end_sessions(&target, &sessions, None, "banned from this server");
                 tracing::info!(%username, by = %ctx.auth().username, "user banned server-wide");
             }
             Some(channel) if outcome.removed_from_channel => {

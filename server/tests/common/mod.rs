@@ -83,6 +83,32 @@ impl TestServer {
         }
     }
 
+    /// Another instance of this server's domain: its own data directory holding copies of
+    /// this one's certificate, key, OPAQUE setup and KT log key, the same store, and
+    /// `tune` on top (the bus, say). Only useful on a shared store (PostgreSQL).
+    pub(crate) async fn sibling(&self, tune: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "server-cert.der",
+            "server-key.der",
+            "opaque-server-setup.bin",
+            "kt-log-key.bin",
+        ] {
+            std::fs::copy(self.dir.path().join(file), dir.path().join(file))
+                .unwrap_or_else(|e| panic!("copying {file} to the sibling: {e}"));
+        }
+        let mut config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), dir.path());
+        config.store = self.store.clone();
+        tune(&mut config);
+        let store = config.store.clone();
+        let server = qpq_server::start(config).await.expect("sibling starts");
+        Self {
+            server: Some(server),
+            dir,
+            store,
+        }
+    }
+
     /// A server whose configured admin is the user `name` (once registered).
     pub(crate) async fn with_admin(name: &str) -> Self {
         Self::start_with(|c| c.admins = vec![name.into()]).await
