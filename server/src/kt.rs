@@ -179,6 +179,15 @@ impl LogKey {
     }
 
     /// The 32-byte public key.
+    /// A fingerprint of the key (domain-separated SHA-256 of its public half).
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"qpq kt log key fingerprint v1\0");
+        h.update(self.public());
+        h.finalize().into()
+    }
+
     pub(crate) fn public(&self) -> [u8; 32] {
         self.signing.verifying_key().to_bytes()
     }

@@ -257,6 +257,42 @@ async fn open_embedded_store(config: &Config, clock: Clock) -> anyhow::Result<Fj
         .with_context(|| format!("could not open the database in {}", store_dir.display()))
 }
 
+/// Refuses to serve with an OPAQUE setup or KT log key other than the ones the store was
+/// first served with: every existing account's login, or every client's log pin, would fail.
+async fn bind_secrets<S: Store>(store: &S, opaque: [u8; 32], kt: [u8; 32]) -> anyhow::Result<()> {
+    let differ = store
+        .bind_secrets(vec![(SECRET_OPAQUE.into(), opaque), (SECRET_KT.into(), kt)])
+        .await
+        .context("could not check this instance's secrets against the store")?;
+    if differ.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<String> = differ
+        .iter()
+        .map(|name| match name.as_str() {
+            SECRET_OPAQUE => format!(
+                "{} (logins of existing accounts would fail)",
+                auth::opaque::SETUP_FILE_NAME
+            ),
+            SECRET_KT => format!(
+                "{} (clients' pinned log key would not match)",
+                kt::LOG_KEY_FILE
+            ),
+            other => other.to_string(),
+        })
+        .collect();
+    anyhow::bail!(
+        "this instance's {} differ from the ones this store was first served with: copy them \
+         from the data directory of an instance that serves this store (docs/instances.md), or \
+         restore the original files",
+        files.join(" and ")
+    )
+}
+
+/// Names under which [`Store::bind_secrets`] keeps the fingerprints.
+const SECRET_OPAQUE: &str = "opaque-server-setup";
+const SECRET_KT: &str = "kt-log-key";
+
 /// Serves on any store: builds the messenger, binds QUIC and starts the background tasks.
 /// The store is held as the [`Store`] trait from here on; its engine's figures and backup
 /// are reached through [`Store::engine`].
@@ -268,6 +304,7 @@ async fn serve<S: Store>(
     clock: Clock,
 ) -> anyhow::Result<RunningServer> {
     let engine = store.engine();
+    let opaque_fingerprint = opaque.fingerprint();
     let metrics = Arc::new(ops::metrics::Metrics::new(ops::metrics::gauges(
         store.clone(),
     )));
@@ -286,6 +323,12 @@ async fn serve<S: Store>(
             .with_federation_identity(&identity)?
             .with_bus(bus),
     );
+    bind_secrets(
+        &messenger.store,
+        opaque_fingerprint,
+        messenger.kt_log.fingerprint(),
+    )
+    .await?;
     let dispatch = QpqServer::new(messenger.clone(), messenger.clone()).into_dispatch();
     let mut options = ServerOptions::default();
     options.observer = Some(metrics.clone());

@@ -291,3 +291,24 @@ async fn an_unreachable_nats_server_is_a_clear_start_up_error() {
     assert!(!error.contains("secret-word"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[tokio::test]
+async fn an_instance_with_other_secrets_refuses_to_serve_the_store() {
+    let Some(d) = domain("instances::other secrets", 1, 5000, |_| {}).await else {
+        return;
+    };
+    let first = &d.instances[0];
+    // A second instance whose data directory was not copied: its own OPAQUE setup and log key.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir("127.0.0.1:0".parse().unwrap(), dir.path());
+    config.store = first.store.clone();
+    config.bus = BusChoice::Nats(d.nats.url());
+    let error = match qpq_server::start(config).await {
+        Ok(_) => panic!("an instance with other secrets started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("opaque-server-setup.bin"), "{error}");
+    assert!(error.contains("kt-log-key.bin"), "{error}");
+    // The first instance still serves: a registration and login work.
+    first.user("alice").await;
+}

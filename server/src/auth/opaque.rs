@@ -241,6 +241,16 @@ impl OpaqueServer {
         })
     }
 
+    /// A fingerprint of the setup (domain-separated SHA-256 of its bytes; reveals nothing of
+    /// it): instances serving one store must have the same (see `Store::bind_secrets`).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"qpq opaque server setup fingerprint v1\0");
+        h.update(self.setup.serialize());
+        h.finalize().into()
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<LoginId, PendingLogin>> {
         // Nothing panics while the lock is held; a poisoned map is still consistent.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)

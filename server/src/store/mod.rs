@@ -510,6 +510,15 @@ pub trait Store:
     /// The engine's own figures and operations (commit latencies, disk use, online backup),
     /// when the backend has them; see [`StorageEngine`].
     fn engine(&self) -> Option<Arc<dyn StorageEngine>>;
+
+    /// Binds the server's secrets to what is stored: records each `(name, fingerprint)` not
+    /// recorded yet, and answers the names whose recorded fingerprint differs (the store was
+    /// first served with another OPAQUE setup or log key: by another instance, or before the
+    /// file was replaced). Durable on `Ok`.
+    fn bind_secrets(
+        &self,
+        secrets: Vec<(String, [u8; 32])>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 /// Opens the embedded default store in `dir` with default options and answers its engine

@@ -220,6 +220,51 @@ pub async fn delete_account_removes_everything<B: Backend>(backend: &B) {
         .unwrap();
 }
 
+/// The first fingerprint recorded for a name stays; another one is reported, also after a
+/// reopen, and when several instances bind at once exactly one fingerprint wins.
+pub async fn secrets_are_bound_by_the_first_that_serves_the_store<B: Backend>(backend: &B) {
+    let f = Fixture::new(backend).await;
+    let bind = |pairs: &[(&str, u8)]| {
+        let s = f.store.clone();
+        let pairs: Vec<(String, [u8; 32])> = pairs
+            .iter()
+            .map(|(n, b)| (n.to_string(), [*b; 32]))
+            .collect();
+        async move { s.bind_secrets(pairs).await.unwrap() }
+    };
+    assert!(bind(&[("opaque", 1), ("kt", 2)]).await.is_empty());
+    assert!(bind(&[("opaque", 1), ("kt", 2)]).await.is_empty());
+    assert_eq!(
+        bind(&[("opaque", 1), ("kt", 3), ("tls", 4)]).await,
+        vec!["kt".to_string()]
+    );
+    let f = f.reopen().await;
+    let s = &f.store;
+    assert_eq!(
+        s.bind_secrets(vec![("kt".into(), [3; 32]), ("tls".into(), [4; 32])])
+            .await
+            .unwrap(),
+        vec!["kt".to_string()],
+        "the first fingerprint survives a reopen; the new name was recorded"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..6u8 {
+        let s = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.bind_secrets(vec![("raced".into(), [i; 32])])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.unwrap().is_empty() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
 pub async fn reopen_finds_everything_acknowledged<B: Backend>(backend: &B) {
     let f = Fixture::with_alice(backend).await;
     f.store

@@ -262,6 +262,7 @@ macro_rules! store_conformance_suite {
                 concurrent_session_lookups_each_get_their_own_answer,
                 delete_account_removes_everything,
                 reopen_finds_everything_acknowledged,
+                secrets_are_bound_by_the_first_that_serves_the_store,
                 a_failed_commit_answers_unavailable_never_ok,
                 account_deletion_removes_devices_tokens_bundle_and_endpoints,
             }

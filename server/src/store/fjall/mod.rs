@@ -106,6 +106,8 @@ const INLINE_PEEK_LIMIT: usize = 64;
 /// A group's file (a child module of this one, e.g. `fjall/keys.rs`) adds its names here and
 /// reaches them with [`Engine::ks`].
 const GROUP_KEYSPACES: &[&str] = &[
+    // mod.rs: fingerprints of the server's secrets (`bind_secrets`)
+    "server_secrets",
     // blobs.rs (blob_chunks is opened with its own options)
     "blobs",
     "blob_refs",
@@ -964,6 +966,33 @@ impl Store for FjallStore {
 
     fn engine(&self) -> Option<Arc<dyn StorageEngine>> {
         Some(Arc::new(self.clone()))
+    }
+
+    async fn bind_secrets(
+        &self,
+        secrets: Vec<(String, [u8; 32])>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |e| {
+            let ks = e.ks("server_secrets")?;
+            let mut differ = Vec::new();
+            let mut batch = e.db.batch();
+            let mut new = false;
+            for (name, fingerprint) in &secrets {
+                match ks.get(name.as_bytes()).map_err(engine_err)? {
+                    Some(stored) if stored[..] == fingerprint[..] => {}
+                    Some(_) => differ.push(name.clone()),
+                    None => {
+                        batch.insert(ks, name.as_bytes().to_vec(), fingerprint.to_vec());
+                        new = true;
+                    }
+                }
+            }
+            if !new {
+                return Ok((differ, false));
+            }
+            Ok((differ, e.commit(batch)?))
+        })
+        .await
     }
 }
 

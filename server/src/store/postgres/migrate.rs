@@ -23,22 +23,29 @@ struct Migration {
 }
 
 /// Every migration, oldest first; versions are consecutive from 1.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    what: "initial schema",
-    sql: &[
-        include_str!("schema/core.sql"),
-        include_str!("schema/keys.sql"),
-        include_str!("schema/kt.sql"),
-        include_str!("schema/p2p.sql"),
-        include_str!("schema/recovery.sql"),
-        include_str!("schema/channels.sql"),
-        include_str!("schema/moderation.sql"),
-        include_str!("schema/blobs.sql"),
-        include_str!("schema/devices.sql"),
-        include_str!("schema/federation.sql"),
-    ],
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "initial schema",
+        sql: &[
+            include_str!("schema/core.sql"),
+            include_str!("schema/keys.sql"),
+            include_str!("schema/kt.sql"),
+            include_str!("schema/p2p.sql"),
+            include_str!("schema/recovery.sql"),
+            include_str!("schema/channels.sql"),
+            include_str!("schema/moderation.sql"),
+            include_str!("schema/blobs.sql"),
+            include_str!("schema/devices.sql"),
+            include_str!("schema/federation.sql"),
+        ],
+    },
+    Migration {
+        version: 2,
+        what: "fingerprints of the server's secrets",
+        sql: &[include_str!("schema/secrets.sql")],
+    },
+];
 
 /// The schema version this binary writes.
 pub(crate) fn latest() -> i32 {

@@ -1229,6 +1229,41 @@ impl Store for PgStore {
     fn engine(&self) -> Option<Arc<dyn StorageEngine>> {
         Some(Arc::new(self.clone()))
     }
+
+    async fn bind_secrets(
+        &self,
+        secrets: Vec<(String, [u8; 32])>,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = int(self.now());
+        let secrets = &secrets;
+        self.transact("bind_secrets", |tx, _| {
+            Box::pin(async move {
+                let mut differ = Vec::new();
+                for (name, fingerprint) in secrets {
+                    // Instances starting at once: one insert wins, the others compare with it.
+                    execute(
+                        tx,
+                        "INSERT INTO server_secrets (name, fingerprint, first_at_ms) \
+                         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                        &[name, &fingerprint.as_slice(), &now],
+                    )
+                    .await?;
+                    let stored: Vec<u8> = query_one(
+                        tx,
+                        "SELECT fingerprint FROM server_secrets WHERE name = $1",
+                        &[name],
+                    )
+                    .await?
+                    .get("fingerprint");
+                    if stored[..] != fingerprint[..] {
+                        differ.push(name.clone());
+                    }
+                }
+                Ok(differ)
+            })
+        })
+        .await
+    }
 }
 
 impl StorageEngine for PgStore {
