@@ -312,3 +312,243 @@ async fn an_instance_with_other_secrets_refuses_to_serve_the_store() {
     // The first instance still serves: a registration and login work.
     first.user("alice").await;
 }
+
+/// Races between instances, 100 rounds each: an epoch rotated through A and B at once has
+/// one winner (only its welcome is queued); a KeyPackage fetched through A and B at once
+/// reaches one of them; a username registered through A and B at once is one account.
+#[tokio::test]
+async fn races_across_instances_have_one_winner() {
+    let Some(d) = domain("instances::races", 2, 5000, |c| {
+        c.key_package_fetches_per_minute = 10_000;
+        c.rate_limit = vec!["all=off".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&d.instances[0], &d.instances[1]);
+    let alice_a = a.user("alice").await;
+    let alice_b = login(b, &alice_a, None).await;
+    let bob_b = b.user("bob").await;
+    let bob_a = login(a, &bob_b, None).await;
+    let carol = a.user("carol").await;
+    let channel = alice_a
+        .client
+        .create_channel(proto::CreateChannelRequest {
+            session_token: alice_a.token(),
+            name: "team".into(),
+            description: String::new(),
+            initial_members: vec![bob_a.to().unwrap(), carol.to().unwrap()],
+            initial_epoch: 0,
+            settings: Default::default(),
+        })
+        .await
+        .unwrap()
+        .channel_id;
+    carol_drain(&carol).await;
+
+    for round in 0..100u64 {
+        // One epoch, rotated by alice through A and through B at once; every tenth round the
+        // commit adds a new member with a welcome.
+        let newcomer = if round % 10 == 0 {
+            Some(b.user(&format!("dave{round}")).await)
+        } else {
+            None
+        };
+        let rotate = |user: &User, tag: &'static str| {
+            let client = user.client.clone();
+            let request = proto::RotateKeysRequest {
+                session_token: user.token(),
+                channel_id: channel.clone(),
+                epoch: round,
+                commit: Bytes::from(format!("{tag}-commit-{round}")),
+                welcomes: newcomer
+                    .iter()
+                    .map(|n| proto::WelcomeDelivery {
+                        recipient: n.to(),
+                        welcome: Bytes::from(format!("{tag}-welcome-{round}")),
+                    })
+                    .collect(),
+            };
+            async move { client.rotate_keys(request).await }
+        };
+        let (on_a, on_b) = tokio::join!(rotate(&alice_a, "a"), rotate(&alice_b, "b"));
+        let winner = match (on_a, on_b) {
+            (Ok(_), Err(e)) => {
+                assert_eq!(
+                    e.status().unwrap().code(),
+                    qpq_runtime::StatusCode::Conflict
+                );
+                "a"
+            }
+            (Err(e), Ok(_)) => {
+                assert_eq!(
+                    e.status().unwrap().code(),
+                    qpq_runtime::StatusCode::Conflict
+                );
+                "b"
+            }
+            other => panic!("round {round}: not exactly one winner: {other:?}"),
+        };
+        assert_eq!(
+            carol_drain(&carol).await,
+            vec![format!("{winner}-commit-{round}").into_bytes()],
+            "round {round}"
+        );
+        if let Some(newcomer) = &newcomer {
+            assert_eq!(
+                carol_drain(newcomer).await,
+                vec![format!("{winner}-welcome-{round}").into_bytes()],
+                "round {round}: the welcome of the winner only"
+            );
+        }
+    }
+
+    for round in 0..100u32 {
+        // One KeyPackage of carol's, fetched through A and through B at once.
+        carol
+            .client
+            .upload_key_package(proto::UploadKeyPackageRequest {
+                session_token: carol.token(),
+                key_package: Bytes::from(format!("kp-{round}")),
+                last_resort: false,
+            })
+            .await
+            .unwrap();
+        let fetch = |user: &User| {
+            let client = user.client.clone();
+            let request = proto::FetchKeyPackageRequest {
+                session_token: user.token(),
+                identity_key: Bytes::copy_from_slice(&carol.identity.public()),
+            };
+            async move { client.fetch_key_package(request).await }
+        };
+        let (on_a, on_b) = tokio::join!(fetch(&alice_a), fetch(&bob_b));
+        let got: Vec<_> = [on_a, on_b]
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .filter(|r| !r.key_package.is_empty() && !r.last_resort)
+            .collect();
+        assert_eq!(got.len(), 1, "round {round}: {got:?}");
+        assert_eq!(&got[0].key_package[..], format!("kp-{round}").as_bytes());
+    }
+
+    for round in 0..100u32 {
+        // One username registered through A and through B at once.
+        let name = format!("racer{round}");
+        let (client_a, client_b) = (a.client().await, b.client().await);
+        let register = |client: QpqClient| {
+            let name = name.clone();
+            async move {
+                let key = qpq_client::IdentityKey::generate();
+                qpq_client::register(&client, &name, PASSWORD, &key.public()).await
+            }
+        };
+        let (on_a, on_b) = tokio::join!(register(client_a), register(client_b));
+        let ok = [on_a.is_ok(), on_b.is_ok()]
+            .iter()
+            .filter(|ok| **ok)
+            .count();
+        assert_eq!(ok, 1, "round {round}: {:?} {:?}", on_a.err(), on_b.err());
+    }
+}
+
+/// Removes and returns a user's queued payloads.
+async fn carol_drain(carol: &User) -> Vec<Vec<u8>> {
+    carol
+        .client
+        .fetch(proto::FetchRequest {
+            session_token: carol.token(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.payload.to_vec())
+        .collect()
+}
+
+/// 200 registrations spread over three instances, many at once: one dense log, every binding
+/// at its own leaf, and a head seen on A is proven consistent with the later head on C.
+#[tokio::test]
+async fn registrations_on_three_instances_make_one_consistent_log() {
+    use proto::audit_key_transparency_request::Subject;
+    use qpq_client::kt::verify_audit;
+    let Some(d) = domain("instances::KT", 3, 5000, |c| {
+        c.rate_limit = vec!["all=off".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    let auditor = d.instances[0].user("auditor").await;
+    let audit = |user: &User, subject: Option<Subject>, last_seen: u64| {
+        let client = user.client.clone();
+        let request = proto::AuditKeyTransparencyRequest {
+            session_token: user.token(),
+            subject,
+            last_seen_tree_size: last_seen,
+        };
+        async move { client.audit_key_transparency(request).await.unwrap() }
+    };
+    let register_batch = |from: usize, to: usize| {
+        let clients: Vec<_> = (from..to).map(|i| (i, &d.instances[i % 3])).collect();
+        async move {
+            // Ten at a time, over the three instances (the client's password hashing is
+            // the slow part here, not the log).
+            let mut keys = Vec::new();
+            for chunk in clients.chunks(10) {
+                let mut tasks = Vec::new();
+                for (i, server) in chunk {
+                    let client = server.client().await;
+                    let name = format!("u{i}");
+                    tasks.push(tokio::spawn(async move {
+                        let key = qpq_client::IdentityKey::generate();
+                        qpq_client::register(&client, &name, PASSWORD, &key.public())
+                            .await
+                            .unwrap();
+                        key.public()
+                    }));
+                }
+                for t in tasks {
+                    keys.push(t.await.unwrap());
+                }
+            }
+            keys
+        }
+    };
+    let mut keys = register_batch(0, 100).await;
+    let first = audit(&auditor, None, 0).await;
+    let pin: [u8; 32] = first.log_public_key[..].try_into().unwrap();
+    let seen = verify_audit(&first, &pin, None).unwrap().head;
+    assert_eq!(seen.tree_size, 101);
+    keys.extend(register_batch(100, 200).await);
+
+    let on_c = login(&d.instances[2], &auditor, None).await;
+    let later = audit(&on_c, None, seen.tree_size).await;
+    assert_eq!(
+        &later.log_public_key[..],
+        &pin,
+        "one log key on every instance"
+    );
+    let head = verify_audit(&later, &pin, Some(&seen))
+        .expect("C's head is consistent with A's earlier one")
+        .head;
+    assert_eq!(head.tree_size, 201, "one leaf per registration, no gaps");
+    let on_b = login(&d.instances[1], &auditor, None).await;
+    let mut indexes = std::collections::BTreeSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        let response = audit(&on_b, Some(Subject::Username(format!("u{i}"))), 0).await;
+        let verified = verify_audit(&response, &pin, None).unwrap();
+        let (index, leaf) = verified.leaf.unwrap();
+        assert_eq!(&leaf.identity_key[..], key);
+        indexes.insert(index);
+    }
+    indexes.insert(0);
+    assert_eq!(
+        indexes,
+        (0..201).collect(),
+        "dense: every index holds a binding"
+    );
+}
