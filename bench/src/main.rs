@@ -8,6 +8,7 @@
 
 mod bulk;
 mod enqueue;
+mod instances;
 mod messenger;
 mod rpc;
 mod services;
@@ -40,6 +41,8 @@ enum Section {
     Bulk,
     /// Durable Enqueue on the embedded store and on PostgreSQL, side by side.
     Storage,
+    /// Two instances on one PostgreSQL and NATS: cross-instance wake-ups, Enqueue through 1 and 2.
+    Instances,
     /// FetchWait wake-up latency with 1,000 parked waiters.
     Wakeup,
     /// Server RSS with 10,000 idle authenticated connections.
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Section::Rpc,
             Section::Enqueue,
             Section::Storage,
+            Section::Instances,
             Section::Wakeup,
             Section::Bulk,
             Section::Connections,
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             Section::Rpc => rpc::run(duration)?,
             Section::Enqueue => runtime.block_on(enqueue::run(duration))?,
             Section::Storage => runtime.block_on(storage::run(duration))?,
+            Section::Instances => runtime.block_on(instances::run(duration))?,
             Section::Bulk => bulk::run(duration)?,
             Section::Wakeup => runtime.block_on(messenger::wakeup(500))?,
             Section::Connections => runtime.block_on(messenger::connections(args.connections))?,

@@ -71,14 +71,26 @@ async fn measure(
     spread: bool,
     duration: Duration,
 ) -> anyhow::Result<f64> {
+    let senders = [(setup.client.clone(), setup.token.clone())];
+    enqueue_rate(&senders, &setup.recipients, in_flight, spread, duration).await
+}
+
+/// Messages per second with `in_flight` callers spread over `senders` (a connection and its
+/// session each); `spread` sends round-robin over `recipients`, else all to the first.
+pub(crate) async fn enqueue_rate(
+    senders: &[(QpqClient, Bytes)],
+    recipients: &[Bytes],
+    in_flight: usize,
+    spread: bool,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..in_flight {
-        let client = setup.client.clone();
-        let token = setup.token.clone();
-        let recipients = setup.recipients.clone();
+    for n in 0..in_flight {
+        let (client, token) = senders[n % senders.len()].clone();
+        let recipients = recipients.to_vec();
         let stop = stop.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
