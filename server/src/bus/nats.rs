@@ -154,4 +154,7 @@ pub(crate) async fn run<S: Store>(messenger: Arc<Messenger<S>>, mut subscription
             Err(error) => tracing::debug!(%error, "bus message dropped"),
         }
     }
+    tracing::warn!(
+        "bus subscription ended; other instances' events no longer arrive (parked waits still re-check the store)"
+    );
 }
