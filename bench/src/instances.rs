@@ -19,13 +19,6 @@ const PASSWORD: &[u8] = b"benchmark password";
 const RECIPIENTS: usize = 64;
 /// Wake-ups measured per row.
 const WAKE_UPS: usize = 1000;
-/// Secrets an instance must share with the others (see docs/instances.md).
-const SHARED_FILES: [&str; 4] = [
-    "server-cert.der",
-    "server-key.der",
-    "opaque-server-setup.bin",
-    "kt-log-key.bin",
-];
 
 async fn instance(
     dir: &std::path::Path,
@@ -125,7 +118,7 @@ pub(crate) async fn run(duration: Duration) -> anyhow::Result<()> {
     let dir_a = tempfile::tempdir()?;
     let dir_b = tempfile::tempdir()?;
     let a = instance(dir_a.path(), &store, &bus).await?;
-    for file in SHARED_FILES {
+    for file in qpq_server::INSTANCE_FILES {
         std::fs::copy(dir_a.path().join(file), dir_b.path().join(file))?;
     }
     let b = instance(dir_b.path(), &store, &bus).await?;

@@ -289,6 +289,15 @@ async fn bind_secrets<S: Store>(store: &S, opaque: [u8; 32], kt: [u8; 32]) -> an
     )
 }
 
+/// Files of the data directory that every instance of one domain must hold the same copy of
+/// (default names): certificate and key, OPAQUE setup, KT log key (docs/instances.md).
+pub const INSTANCE_FILES: [&str; 4] = [
+    "server-cert.der",
+    "server-key.der",
+    auth::opaque::SETUP_FILE_NAME,
+    kt::LOG_KEY_FILE,
+];
+
 /// Names under which [`Store::bind_secrets`] keeps the fingerprints.
 const SECRET_OPAQUE: &str = "opaque-server-setup";
 const SECRET_KT: &str = "kt-log-key";

@@ -345,7 +345,7 @@ async fn races_across_instances_have_one_winner() {
         .await
         .unwrap()
         .channel_id;
-    carol_drain(&carol).await;
+    drain(&carol).await;
 
     for round in 0..100u64 {
         // One epoch, rotated by alice through A and through B at once; every tenth round the
@@ -391,13 +391,13 @@ async fn races_across_instances_have_one_winner() {
             other => panic!("round {round}: not exactly one winner: {other:?}"),
         };
         assert_eq!(
-            carol_drain(&carol).await,
+            drain(&carol).await,
             vec![format!("{winner}-commit-{round}").into_bytes()],
             "round {round}"
         );
         if let Some(newcomer) = &newcomer {
             assert_eq!(
-                carol_drain(newcomer).await,
+                drain(newcomer).await,
                 vec![format!("{winner}-welcome-{round}").into_bytes()],
                 "round {round}: the welcome of the winner only"
             );
@@ -454,11 +454,10 @@ async fn races_across_instances_have_one_winner() {
 }
 
 /// Removes and returns a user's queued payloads.
-async fn carol_drain(carol: &User) -> Vec<Vec<u8>> {
-    carol
-        .client
+async fn drain(user: &User) -> Vec<Vec<u8>> {
+    user.client
         .fetch(proto::FetchRequest {
-            session_token: carol.token(),
+            session_token: user.token(),
             limit: 100,
         })
         .await

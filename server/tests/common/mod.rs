@@ -88,12 +88,7 @@ impl TestServer {
     /// `tune` on top (the bus, say). Only useful on a shared store (PostgreSQL).
     pub(crate) async fn sibling(&self, tune: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        for file in [
-            "server-cert.der",
-            "server-key.der",
-            "opaque-server-setup.bin",
-            "kt-log-key.bin",
-        ] {
+        for file in qpq_server::INSTANCE_FILES {
             std::fs::copy(self.dir.path().join(file), dir.path().join(file))
                 .unwrap_or_else(|e| panic!("copying {file} to the sibling: {e}"));
         }
